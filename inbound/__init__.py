@@ -1,0 +1,1 @@
+"""Ingest: the webhook, its authentication, and parsing of Nudgespot payloads into events."""

@@ -1,0 +1,192 @@
+"""The webhook views: authenticate, parse, store, answer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+
+from inbound.parse import Accepted, BodyError, Rejected, dump, parse_body
+from inbound.signature import SIGNATURE_HEADER, signature_problem, tokens_equal
+from models import DatabaseUnavailable, IngestBatch, IngestResult, NewEvent, NewReject
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5
+JSON_TYPES = ("application/json",)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSource:
+    """What the webhook needs to know of a configured source."""
+
+    name: str
+    token: str
+    signing_secret: str = ""
+
+    def __repr__(self) -> str:
+        return f"WebhookSource(name={self.name!r})"
+
+
+Submit = Callable[[IngestBatch], Awaitable[IngestResult]]
+OnStored = Callable[[str], None]
+
+
+class WebhookError(Exception):
+    """A request that is answered with an error status and a JSON reason."""
+
+    def __init__(self, status: int, error: str, **extra: Any) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.extra = extra
+
+
+class Webhook:
+    """The POST and GET handlers of /webhooks/nudgespot/{token}."""
+
+    def __init__(
+        self,
+        sources: Sequence[WebhookSource],
+        submit: Submit,
+        *,
+        max_body_bytes: int,
+        on_stored: OnStored = lambda source: None,
+    ) -> None:
+        self._sources = tuple(sources)
+        self._submit = submit
+        self._max_body_bytes = max_body_bytes
+        self._on_stored = on_stored
+
+    def routes(self) -> list[web.RouteDef]:
+        """Return the routes to add to the application."""
+        return [
+            web.post("/webhooks/nudgespot/{token}", self.post),
+            web.get("/webhooks/nudgespot/{token}", self.check),
+        ]
+
+    async def check(self, request: web.Request) -> web.Response:
+        """Answer a URL check: 200 with the source's name for a known token."""
+        try:
+            source = self._authenticate_token(request)
+        except WebhookError as exc:
+            return _error(exc)
+        return web.json_response({"ok": True, "source": source.name})
+
+    async def post(self, request: web.Request) -> web.Response:
+        """Store the body's events and answer only after they are committed."""
+        started = time.perf_counter()
+        source_name = "-"
+        try:
+            source = self._authenticate_token(request)
+            source_name = source.name
+            body = await self._read_body(request)
+            self._authenticate_signature(source, request, body)
+            response = await self._ingest(source, body)
+        except WebhookError as exc:
+            response = _error(exc)
+        _log_request(source_name, response, started)
+        return response
+
+    def _authenticate_token(self, request: web.Request) -> WebhookSource:
+        token = request.match_info["token"]
+        found = None
+        for source in self._sources:  # compare with every source: time must not reveal which
+            if tokens_equal(token, source.token):
+                found = source
+        if found is None:
+            raise WebhookError(401, "unknown webhook token")
+        return found
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        length = request.content_length
+        if length is not None and length > self._max_body_bytes:
+            raise WebhookError(413, f"body is larger than {self._max_body_bytes} bytes")
+        if request.content_type not in JSON_TYPES and not request.content_type.endswith("+json"):
+            shown = request.content_type or "none"
+            raise WebhookError(415, f"Content-Type must be application/json, not {shown[:80]}")
+        chunks, size = [], 0
+        async for chunk in request.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > self._max_body_bytes:
+                raise WebhookError(413, f"body is larger than {self._max_body_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _authenticate_signature(
+        self, source: WebhookSource, request: web.Request, body: bytes
+    ) -> None:
+        if not source.signing_secret:
+            return
+        header = request.headers.get(SIGNATURE_HEADER)
+        problem = signature_problem(source.signing_secret, header, body, time.time())
+        if problem is not None:
+            raise WebhookError(401, problem)
+
+    async def _ingest(self, source: WebhookSource, body: bytes) -> web.Response:
+        try:
+            parsed = parse_body(body, datetime.now(timezone.utc))
+        except BodyError as exc:
+            whole = NewReject(source.name, None, _body_text(body), str(exc))
+            await self._store(IngestBatch(rejects=[whole]))
+            raise WebhookError(400, str(exc)) from None
+        accepted = [p for p in parsed if isinstance(p, Accepted)]
+        rejected = [p for p in parsed if isinstance(p, Rejected)]
+        result = await self._store(_batch(source.name, accepted, rejected))
+        if result.accepted:
+            self._on_stored(source.name)
+        answer = {
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+            "rejected": [{"index": r.index, "error": r.reason} for r in rejected],
+        }
+        if not accepted:
+            return web.json_response(
+                {"error": "no event in the body could be accepted", **answer}, status=400
+            )
+        return web.json_response(answer)
+
+    async def _store(self, batch: IngestBatch) -> IngestResult:
+        try:
+            return await self._submit(batch)
+        except DatabaseUnavailable as exc:
+            logger.warning("webhook storage unavailable: %s", exc)
+            raise WebhookError(
+                503, "storage is unavailable, retry later", retry_after=RETRY_AFTER_S
+            ) from None
+
+
+def _batch(source: str, accepted: list[Accepted], rejected: list[Rejected]) -> IngestBatch:
+    events = [
+        NewEvent(source, a.dedup_key, a.event_type, a.event_time, dump(a.fields), a.payload)
+        for a in accepted
+    ]
+    rejects = [NewReject(source, r.index, r.payload, r.reason) for r in rejected]
+    return IngestBatch(events=events, rejects=rejects)
+
+
+def _body_text(body: bytes) -> str:
+    """Return a body as storable text: undecodable bytes and NULs escaped, never lost."""
+    return body.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+
+
+def _error(exc: WebhookError) -> web.Response:
+    headers = {}
+    retry_after = exc.extra.pop("retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return web.json_response({"error": exc.error, **exc.extra}, status=exc.status, headers=headers)
+
+
+def _log_request(source: str, response: web.Response, started: float) -> None:
+    logger.info(
+        "webhook source=%s status=%d ms=%.1f",
+        source,
+        response.status,
+        (time.perf_counter() - started) * 1000,
+    )

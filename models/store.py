@@ -1,0 +1,320 @@
+"""The store: every read and write of the pipeline's durable state goes through here."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, ParamSpec, TypeVar
+
+from tortoise import Tortoise
+from tortoise.backends.base.config_generator import expand_db_url
+from tortoise.context import TortoiseContext, _current_context
+
+from models.sql import Dialect, insert_rows
+
+logger = logging.getLogger(__name__)
+
+APP_LABEL = "nudgespot"
+MIGRATIONS_MODULE = "migrations"
+# Rows per INSERT statement: well under SQLite's and asyncpg's 32,766-parameter ceilings.
+ROWS_PER_STATEMENT = 500
+
+EVENT_INSERT_COLUMNS = (
+    "source",
+    "dedup_key",
+    "event_type",
+    "event_time",
+    "fields_json",
+    "payload",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "received_at",
+    "updated_at",
+)
+REJECT_INSERT_COLUMNS = ("source", "body_index", "payload", "reason", "received_at")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not complete the operation; the caller should retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An accepted event, ready to be stored."""
+
+    source: str
+    dedup_key: str
+    event_type: str
+    event_time: datetime
+    fields_json: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewReject:
+    """Something a webhook sent that could not be accepted, with the reason."""
+
+    source: str
+    body_index: int | None
+    payload: str
+    reason: str
+
+
+@dataclass(slots=True)
+class IngestBatch:
+    """What one webhook request hands to the store."""
+
+    events: Sequence[NewEvent] = ()
+    rejects: Sequence[NewReject] = ()
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """Per event of an IngestBatch, in order: True when stored now, False when a duplicate."""
+
+    stored: list[bool] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return sum(self.stored)
+
+    @property
+    def duplicates(self) -> int:
+        return len(self.stored) - self.accepted
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+def tortoise_config(url: str, *, connection_name: str | None = None) -> dict[str, Any]:
+    """Return a tortoise config for the database URL, with this service's connection defaults."""
+    db = expand_db_url(url)
+    dialect = Dialect.from_engine(db["engine"])
+    credentials = db["credentials"]
+    if dialect is Dialect.SQLITE:
+        # WAL plus synchronous=FULL: a commit is on disk before we answer, even across power loss.
+        credentials.setdefault("journal_mode", "WAL")
+        credentials.setdefault("synchronous", "FULL")
+        credentials.setdefault("busy_timeout", 5000)
+    else:
+        credentials.setdefault("minsize", 1)
+        credentials.setdefault("maxsize", 10)
+        credentials.setdefault("timeout", 5)
+    name = connection_name or f"nudgespot_{dialect.value}"
+    return {
+        "connections": {name: db},
+        "apps": {
+            APP_LABEL: {
+                "models": ["models.tables"],
+                "default_connection": name,
+                "migrations": MIGRATIONS_MODULE,
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+def _prepare_sqlite_path(config: dict[str, Any]) -> None:
+    for conn in config["connections"].values():
+        path = conn["credentials"].get("file_path", "")
+        if conn["engine"].endswith("sqlite") and path and path != ":memory:":
+            parent = os.path.dirname(os.path.abspath(path))
+            os.makedirs(parent, exist_ok=True)
+
+
+def _bound(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    """Run a Store coroutine with the store's tortoise context active in the calling task."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Store, *args: Any, **kwargs: Any) -> R:
+        with self._activated():
+            return await method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class Store:
+    """Owns one tortoise context (its connections) and offers the pipeline's queries."""
+
+    def __init__(self, url: str, *, connection_name: str | None = None) -> None:
+        self.config = tortoise_config(url, connection_name=connection_name)
+        self.connection_name = next(iter(self.config["connections"]))
+        engine = self.config["connections"][self.connection_name]["engine"]
+        self.dialect = Dialect.from_engine(engine)
+        self._ctx: TortoiseContext | None = None
+
+    @contextlib.contextmanager
+    def _activated(self) -> Iterator[None]:
+        # The ORM finds its state through a ContextVar; set it for this task only, so that
+        # several stores (tests, replicas in one process) never see each other's connections.
+        if self._ctx is None:
+            raise DatabaseUnavailable("store is not open")
+        token = _current_context.set(self._ctx)
+        try:
+            yield
+        finally:
+            _current_context.reset(token)
+
+    async def open(self) -> None:
+        """Initialise the ORM for this store's database (connections open lazily)."""
+        _prepare_sqlite_path(self.config)
+        token = _current_context.set(None)
+        try:
+            self._ctx = await Tortoise.init(config=self.config)
+        finally:
+            _current_context.reset(token)
+
+    async def close(self) -> None:
+        """Close this store's connections."""
+        if self._ctx is not None:
+            ctx, self._ctx = self._ctx, None
+            await ctx.close_connections()
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _connection(self) -> Any:
+        assert self._ctx is not None
+        return self._ctx.connections.get(self.connection_name)
+
+    async def migrate(self) -> None:
+        """Apply every migration that this database has not had yet."""
+        from tortoise.migrations.api import migrate
+
+        _prepare_sqlite_path(self.config)
+        # The migration API initialises whatever context is current; give it a fresh one of
+        # its own so that it never closes or re-initialises this store's connections.
+        token = _current_context.set(None)
+        try:
+            await migrate(config=self.config)
+        finally:
+            migrating = _current_context.get()
+            if migrating is not None:
+                await migrating.close_connections()
+            _current_context.reset(token)
+
+    @_bound
+    async def ping(self) -> None:
+        """Raise DatabaseUnavailable unless the database answers a trivial query."""
+        try:
+            await self._connection().execute_query_dict("SELECT 1 AS ok")
+        except Exception as exc:  # noqa: BLE001 - any failure here means "not ready"
+            raise DatabaseUnavailable(_describe(exc)) from exc
+
+    @_bound
+    async def ingest(self, batches: Sequence[IngestBatch]) -> list[IngestResult]:
+        """Store the batches in one transaction; return, per batch, which events were new.
+
+        The database's unique (source, dedup_key) constraint decides what is a duplicate, so
+        concurrent writers (other requests, other replicas) cannot both store one event.
+        """
+        try:
+            return await self._ingest(batches)
+        except Exception as exc:  # noqa: BLE001 - every storage failure is "try again later"
+            raise DatabaseUnavailable(_describe(exc)) from exc
+
+    async def _ingest(self, batches: Sequence[IngestBatch]) -> list[IngestResult]:
+        now = utcnow()
+        firsts: dict[tuple[str, str], NewEvent] = {}
+        for batch in batches:
+            for event in batch.events:
+                firsts.setdefault((event.source, event.dedup_key), event)
+        rejects = [r for batch in batches for r in batch.rejects]
+        async with self._connection()._in_transaction() as conn:
+            inserted = await self._insert_events(conn, list(firsts.values()), now)
+            results, duplicates = _attribute(batches, firsts, inserted)
+            await self._insert_rejects(conn, rejects, now)
+            await self._count_duplicates(conn, duplicates)
+        return results
+
+    async def _insert_events(
+        self, conn: Any, events: list[NewEvent], now: datetime
+    ) -> set[tuple[str, str]]:
+        inserted: set[tuple[str, str]] = set()
+        for start in range(0, len(events), ROWS_PER_STATEMENT):
+            chunk = events[start : start + ROWS_PER_STATEMENT]
+            rows = [
+                (e.source, e.dedup_key, e.event_type, e.event_time, e.fields_json, e.payload,
+                 "pending", 0, now, now, now)
+                for e in chunk
+            ]
+            sql, params = insert_rows(
+                self.dialect,
+                "nudgespot_event",
+                EVENT_INSERT_COLUMNS,
+                rows,
+                suffix="ON CONFLICT (source, dedup_key) DO NOTHING RETURNING source, dedup_key",
+            )
+            for row in await conn.execute_query_dict(sql, params):
+                inserted.add((row["source"], row["dedup_key"]))
+        return inserted
+
+    async def _insert_rejects(self, conn: Any, rejects: list[NewReject], now: datetime) -> None:
+        for start in range(0, len(rejects), ROWS_PER_STATEMENT):
+            rows = [
+                (r.source, r.body_index, r.payload, r.reason, now)
+                for r in rejects[start : start + ROWS_PER_STATEMENT]
+            ]
+            sql, params = insert_rows(
+                self.dialect, "nudgespot_rejected", REJECT_INSERT_COLUMNS, rows
+            )
+            await conn.execute_query_dict(sql, params)
+
+    async def _count_duplicates(self, conn: Any, duplicates: dict[str, int]) -> None:
+        for source, count in sorted(duplicates.items()):
+            sql, params = insert_rows(
+                self.dialect,
+                "nudgespot_source_counter",
+                ("source", "duplicates"),
+                [(source, count)],
+                suffix=(
+                    "ON CONFLICT (source) DO UPDATE SET duplicates = "
+                    "nudgespot_source_counter.duplicates + excluded.duplicates"
+                ),
+            )
+            await conn.execute_query_dict(sql, params)
+
+
+def _attribute(
+    batches: Sequence[IngestBatch],
+    firsts: dict[tuple[str, str], NewEvent],
+    inserted: set[tuple[str, str]],
+) -> tuple[list[IngestResult], dict[str, int]]:
+    """Decide per event whether it was stored now; the first occurrence of a new key wins."""
+    claimed: set[tuple[str, str]] = set()
+    duplicates: dict[str, int] = {}
+    results = []
+    for batch in batches:
+        result = IngestResult()
+        for event in batch.events:
+            key = (event.source, event.dedup_key)
+            is_new = key in inserted and firsts[key] is event and key not in claimed
+            if is_new:
+                claimed.add(key)
+            else:
+                duplicates[event.source] = duplicates.get(event.source, 0) + 1
+            result.stored.append(is_new)
+        results.append(result)
+    return results, duplicates
+
+
+def _describe(exc: BaseException) -> str:
+    """Return a short description of a storage failure that carries no connection secrets."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,109 @@
+"""The composition root: builds the aiohttp application from settings."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from aiohttp import web
+
+from inbound.webhook import Webhook, WebhookSource
+from models import DatabaseUnavailable, Store
+from models.sql import Dialect
+from models.writer import GroupWriter
+from service.config import Settings, placeholder_secrets
+
+logger = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 2.0
+
+STORE = web.AppKey("store", Store)
+WRITER = web.AppKey("writer", GroupWriter)
+SETTINGS = web.AppKey("settings", Settings)
+
+
+class Publisher(Protocol):
+    """What the application needs of the republishing side."""
+
+    async def start(self, store: Store) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def wake(self, source: str) -> None: ...
+
+
+def create_app(
+    settings: Settings,
+    *,
+    publisher: Publisher | None = None,
+    migrate_sqlite: bool = True,
+) -> web.Application:
+    """Return the service's application; `publisher` replaces the Segment publisher (tests)."""
+    app = web.Application(client_max_size=settings.server.max_body_bytes)
+    app[SETTINGS] = settings
+    store = Store(settings.database.url)
+    app[STORE] = store
+    writer = GroupWriter(store, writers=1 if store.dialect is Dialect.SQLITE else 4)
+    app[WRITER] = writer
+    # Exits run in reverse: the publisher stops, then the writer drains, then the store closes.
+    app.cleanup_ctx.append(_store_ctx(store, migrate_sqlite))
+    app.cleanup_ctx.append(_writer_ctx(writer))
+    if publisher is not None:
+        app.cleanup_ctx.append(_publisher_ctx(publisher, store))
+    webhook = Webhook(
+        [WebhookSource(s.name, s.token, s.signing_secret) for s in settings.sources],
+        writer.submit,
+        max_body_bytes=settings.server.max_body_bytes,
+        on_stored=publisher.wake if publisher is not None else (lambda source: None),
+    )
+    app.add_routes(webhook.routes())
+    app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])
+    return app
+
+
+def _store_ctx(store: Store, migrate_sqlite: bool):  # noqa: ANN202 - cleanup_ctx factory
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        if migrate_sqlite and store.dialect is Dialect.SQLITE:
+            await store.migrate()
+        await store.open()
+        for key in placeholder_secrets(app[SETTINGS]):
+            logger.warning("%s still holds the placeholder from config.yaml; set it", key)
+        yield
+        await store.close()
+
+    return ctx
+
+
+def _writer_ctx(writer: GroupWriter):  # noqa: ANN202 - cleanup_ctx factory
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        await writer.start()
+        yield
+        await writer.stop()
+
+    return ctx
+
+
+def _publisher_ctx(publisher: Publisher, store: Store):  # noqa: ANN202 - cleanup_ctx factory
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        await publisher.start(store)
+        yield
+        await publisher.stop()
+
+    return ctx
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Answer 200 while the process is serving."""
+    return web.json_response({"ok": True})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Answer 200 when the database answers, 503 otherwise."""
+    try:
+        await asyncio.wait_for(request.app[STORE].ping(), READY_TIMEOUT_S)
+    except (TimeoutError, DatabaseUnavailable) as exc:
+        reason = str(exc) or "database did not answer in time"
+        return web.json_response({"ok": False, "error": reason}, status=503)
+    return web.json_response({"ok": True})

@@ -1,0 +1,334 @@
+"""Loading and validating config.yaml into frozen settings."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+CONFIG_ENV = "NUDGESPOT_SEGMENT_CONFIG"
+DEFAULT_CONFIG_PATH = "config.yaml"
+PLACEHOLDER_PREFIX = "change-me"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and the problem."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 1_048_576
+    shutdown_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = "sqlite://data/nudgespot-segment.sqlite3"
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    endpoint: str = "https://api.segment.io"
+    timeout_s: float = 15.0
+
+
+@dataclass(frozen=True)
+class PublisherSettings:
+    interval_s: float = 1.0
+    max_attempts: int = 12
+    retry_base_s: float = 1.0
+    retry_max_s: float = 600.0
+    lease_s: float = 120.0
+    concurrency: int = 4
+    batch_max_events: int = 2500
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    delivered_days: int = 30
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = "INFO"
+    format: str = "text"
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    name: str
+    token: str
+    write_key: str
+    signing_secret: str = ""
+    identify: bool = False
+
+    def __repr__(self) -> str:  # never show secrets, even in a traceback
+        return f"SourceSettings(name={self.name!r}, identify={self.identify!r})"
+
+
+@dataclass(frozen=True)
+class Settings:
+    sources: tuple[SourceSettings, ...]
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    admin: AdminSettings = AdminSettings()
+    segment: SegmentSettings = SegmentSettings()
+    publisher: PublisherSettings = PublisherSettings()
+    retention: RetentionSettings = RetentionSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    def __repr__(self) -> str:
+        return f"Settings(sources={list(self.sources)!r}, database=<hidden>)"
+
+
+SECTIONS: dict[str, type] = {
+    "server": ServerSettings,
+    "database": DatabaseSettings,
+    "admin": AdminSettings,
+    "segment": SegmentSettings,
+    "publisher": PublisherSettings,
+    "retention": RetentionSettings,
+    "logging": LoggingSettings,
+}
+
+
+def config_path(given: str | None) -> Path:
+    """Return the config file: the flag, else $NUDGESPOT_SEGMENT_CONFIG, else ./config.yaml."""
+    return Path(given or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
+    """Read, expand and validate a config file; raise ConfigError naming what is wrong."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_settings(document, os.environ if env is None else env)
+
+
+def parse_settings(document: Any, env: Mapping[str, str]) -> Settings:
+    """Validate a loaded YAML document (with ${VAR} references) into Settings."""
+    if not isinstance(document, dict):
+        raise ConfigError("the config file must be a mapping of sections")
+    expanded = _expand(document, "", env)
+    _refuse_unknown(expanded, {*SECTIONS, "sources"}, "")
+    values: dict[str, Any] = {
+        name: _section(expanded.get(name), cls, name) for name, cls in SECTIONS.items()
+    }
+    values["sources"] = _sources(expanded.get("sources"))
+    settings = Settings(**values)
+    _check_semantics(settings)
+    return settings
+
+
+def _expand(value: Any, where: str, env: Mapping[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand(v, _join(where, str(k)), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{where}[{i}]", env) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda m: _lookup(m, where, env), value)
+    return value
+
+
+def _lookup(match: re.Match[str], where: str, env: Mapping[str, str]) -> str:
+    name, default = match.group(1), match.group(2)
+    value = env.get(name)
+    if default is not None:
+        return value if value else default
+    if value is None:
+        raise ConfigError(f"{where}: environment variable {name} is not set")
+    return value
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _refuse_unknown(mapping: dict[str, Any], known: set[str], where: str) -> None:
+    for key in mapping:
+        if key not in known:
+            allowed = ", ".join(sorted(known))
+            raise ConfigError(f"{_join(where, str(key))}: unknown key (allowed: {allowed})")
+
+
+def _section(raw: Any, cls: type, where: str) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping")
+    known = {f.name: f for f in fields(cls)}
+    _refuse_unknown(raw, set(known), where)
+    values = {key: _coerce(raw[key], known[key].type, _join(where, key)) for key in raw}
+    return cls(**values)
+
+
+def _sources(raw: Any) -> tuple[SourceSettings, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("sources: must be a non-empty list of sources")
+    return tuple(_source(item, f"sources[{i}]") for i, item in enumerate(raw))
+
+
+def _source(raw: Any, where: str) -> SourceSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping")
+    for required in ("name", "token", "write_key"):
+        if raw.get(required) in (None, ""):
+            raise ConfigError(f"{_join(where, required)}: is required and must not be empty")
+    return _section(raw, SourceSettings, where)
+
+
+def _coerce(value: Any, type_name: Any, where: str) -> Any:
+    kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", "")
+    try:
+        if kind == "bool":
+            return _as_bool(value)
+        if kind == "int":
+            return _as_int(value)
+        if kind == "float":
+            return _as_float(value)
+        if kind == "str":
+            return _as_str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: must be {_article(kind)}, got {value!r}") from None
+    raise ConfigError(f"{where}: unsupported setting type {kind}")  # pragma: no cover
+
+
+def _article(kind: str) -> str:
+    return {"bool": "true or false", "int": "an integer", "float": "a number"}.get(kind, "a string")
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.lower() in ("true", "yes", "1")
+    raise ValueError
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError
+    return int(value)
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError
+    return float(value)
+
+
+def _as_str(value: Any) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise TypeError
+    return str(value)
+
+
+def _check_semantics(settings: Settings) -> None:
+    for rule in _RULES:
+        rule(settings)
+
+
+def _check_server(s: Settings) -> None:
+    _require(1 <= s.server.port <= 65535, "server.port: must be between 1 and 65535")
+    _require(s.server.max_body_bytes >= 1024, "server.max_body_bytes: must be at least 1024")
+    _require(s.server.shutdown_timeout_s > 0, "server.shutdown_timeout_s: must be positive")
+
+
+def _check_database(s: Settings) -> None:
+    scheme = urlsplit(s.database.url).scheme
+    _require(
+        scheme in ("sqlite", "postgres", "postgresql", "asyncpg"),
+        f"database.url: unsupported scheme {scheme!r} (use sqlite://PATH or postgres://...)",
+    )
+
+
+def _check_segment(s: Settings) -> None:
+    parts = urlsplit(s.segment.endpoint)
+    _require(
+        parts.scheme in ("http", "https") and bool(parts.netloc),
+        "segment.endpoint: must be an http(s) URL such as https://api.segment.io",
+    )
+    _require(s.segment.timeout_s > 0, "segment.timeout_s: must be positive")
+
+
+def _check_publisher(s: Settings) -> None:
+    p = s.publisher
+    _require(p.interval_s > 0, "publisher.interval_s: must be positive")
+    _require(p.max_attempts >= 1, "publisher.max_attempts: must be at least 1")
+    _require(p.retry_base_s > 0, "publisher.retry_base_s: must be positive")
+    _require(p.retry_max_s >= p.retry_base_s, "publisher.retry_max_s: must be >= retry_base_s")
+    _require(p.lease_s > s.segment.timeout_s, "publisher.lease_s: must exceed segment.timeout_s")
+    _require(1 <= p.concurrency <= 64, "publisher.concurrency: must be between 1 and 64")
+    _require(
+        1 <= p.batch_max_events <= 2500, "publisher.batch_max_events: must be between 1 and 2500"
+    )
+
+
+def _check_other(s: Settings) -> None:
+    _require(s.retention.delivered_days >= 1, "retention.delivered_days: must be at least 1")
+    _require(
+        s.logging.level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
+        "logging.level: must be one of DEBUG, INFO, WARNING, ERROR",
+    )
+    _require(s.logging.format in ("text", "json"), "logging.format: must be text or json")
+
+
+def _check_sources(s: Settings) -> None:
+    names: set[str] = set()
+    tokens: set[str] = set()
+    for i, source in enumerate(s.sources):
+        where = f"sources[{i}]"
+        _require(
+            bool(_SOURCE_NAME.match(source.name)),
+            f"{where}.name: must be 1-100 letters, digits, '_', '.' or '-'",
+        )
+        _require(source.name not in names, f"{where}.name: duplicate source name {source.name!r}")
+        _require(source.token not in tokens, f"{where}.token: the same token is used twice")
+        _require(len(source.token) >= 8, f"{where}.token: must be at least 8 characters")
+        names.add(source.name)
+        tokens.add(source.token)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+_RULES = (
+    _check_server,
+    _check_database,
+    _check_segment,
+    _check_publisher,
+    _check_other,
+    _check_sources,
+)
+
+
+def placeholder_secrets(settings: Settings) -> list[str]:
+    """Return the keys that still hold the shipped placeholder values."""
+    found = []
+    for i, source in enumerate(settings.sources):
+        for key in ("token", "write_key"):
+            if getattr(source, key).startswith(PLACEHOLDER_PREFIX):
+                found.append(f"sources[{i}].{key}")
+    return found
