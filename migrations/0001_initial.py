@@ -1,7 +1,7 @@
-from tortoise import fields, migrations
-from tortoise.indexes import Index
+from tortoise import migrations
 from tortoise.migrations import operations as ops
-
+from tortoise import fields
+from tortoise.indexes import Index
 
 class Migration(migrations.Migration):
     initial = True
@@ -27,7 +27,7 @@ class Migration(migrations.Migration):
                 ('updated_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('delivered_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'nudgespot_event', 'app': 'nudgespot', 'unique_together': (('source', 'dedup_key'),), 'indexes': [Index(fields=['status', 'next_attempt_at']), Index(fields=['source', 'status'])], 'pk_attr': 'id', 'table_description': 'One accepted Nudgespot event, from receipt until Segment has it (or it is dead).'},
+            options={'table': 'nudgespot_event', 'app': 'nudgespot', 'unique_together': (('source', 'dedup_key'),), 'indexes': [Index(fields=['source', 'status', 'next_attempt_at'])], 'pk_attr': 'id', 'table_description': 'One accepted Nudgespot event, from receipt until Segment has it (or it is dead).'},
             bases=['Model'],
         ),
         ops.CreateModel(
@@ -59,8 +59,9 @@ class Migration(migrations.Migration):
             fields=[
                 ('source', fields.CharField(primary_key=True, unique=True, db_index=True, max_length=100)),
                 ('duplicates', fields.BigIntField(default=0)),
+                ('held_until', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'nudgespot_source_counter', 'app': 'nudgespot', 'pk_attr': 'source', 'table_description': 'Running per-source counters that have no row of their own (duplicates).'},
+            options={'table': 'nudgespot_source_counter', 'app': 'nudgespot', 'pk_attr': 'source', 'table_description': 'Per-source state with no row of its own: the duplicate count, a Retry-After hold.'},
             bases=['Model'],
         ),
     ]

@@ -22,7 +22,7 @@ class Dialect(enum.Enum):
 
     def placeholder(self, position: int) -> str:
         """Return the parameter marker for the 1-based position."""
-        return "?" if self is Dialect.SQLITE else f"${position}"
+        return f"?{position}" if self is Dialect.SQLITE else f"${position}"
 
 
 def insert_rows(

@@ -15,6 +15,8 @@ from tortoise import Tortoise
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext, _current_context
 
+from models import outbox
+from models.outbox import ClaimedEvent
 from models.sql import Dialect, insert_rows
 
 logger = logging.getLogger(__name__)
@@ -289,6 +291,95 @@ class Store:
                 ),
             )
             await conn.execute_query_dict(sql, params)
+
+    # --- the publisher's side -------------------------------------------------------------
+
+    @_bound
+    async def claim(
+        self, source: str, *, owner: str, limit: int, lease_s: float
+    ) -> list[ClaimedEvent]:
+        """Lease up to `limit` due events of `source` to `owner`, oldest first."""
+        sql = outbox.claim_sql(self.dialect)
+        params = outbox.claim_params(owner, source, limit, lease_s, utcnow())
+        rows = await self._connection().execute_query_dict(sql, params)
+        events = [outbox.claimed_from_row(row) for row in rows]
+        events.sort(key=lambda e: (e.event_time, e.id))
+        return events
+
+    @_bound
+    async def mark_delivered(self, ids: Sequence[int]) -> None:
+        """Record that Segment accepted these events."""
+        for chunk in _chunks(ids):
+            sql, params = outbox.delivered_sql(self.dialect, chunk, utcnow())
+            await self._connection().execute_query_dict(sql, params)
+
+    @_bound
+    async def mark_failed(
+        self,
+        ids: Sequence[int],
+        *,
+        owner: str,
+        error: str,
+        next_attempt_at: datetime,
+        max_attempts: int,
+    ) -> None:
+        """Count a failed attempt for events `owner` holds: retry later, or dead when spent."""
+        for chunk in _chunks(ids):
+            sql, params = outbox.failed_sql(
+                self.dialect, chunk, owner=owner, error=error[:2000],
+                next_attempt_at=next_attempt_at, max_attempts=max_attempts, now=utcnow(),
+            )
+            await self._connection().execute_query_dict(sql, params)
+
+    @_bound
+    async def mark_dead(self, errors: dict[int, str]) -> None:
+        """Mark each event dead with its own reason."""
+        now = utcnow()
+        async with self._connection()._in_transaction() as conn:
+            for event_id, error in errors.items():
+                sql, params = outbox.dead_sql(self.dialect, event_id, error=error[:2000], now=now)
+                await conn.execute_query_dict(sql, params)
+
+    @_bound
+    async def release(self, ids: Sequence[int], *, owner: str) -> None:
+        """Give back leased events without counting an attempt."""
+        for chunk in _chunks(ids):
+            sql, params = outbox.release_sql(self.dialect, owner, chunk)
+            await self._connection().execute_query_dict(sql, params)
+
+    @_bound
+    async def postpone(self, ids: Sequence[int], *, owner: str, until: datetime) -> None:
+        """Give back leased events to be claimed again from `until`, no attempt counted."""
+        for chunk in _chunks(ids):
+            sql, params = outbox.postpone_sql(self.dialect, owner, chunk, until)
+            await self._connection().execute_query_dict(sql, params)
+
+    @_bound
+    async def hold_source(self, source: str, until: datetime) -> None:
+        """Keep every publisher from claiming `source` before `until`."""
+        sql, params = outbox.hold_sql(self.dialect, source, until)
+        await self._connection().execute_query_dict(sql, params)
+
+    @_bound
+    async def identified(self, source: str, keys: Sequence[str]) -> set[str]:
+        """Return which of these users already had their identify call delivered."""
+        found: set[str] = set()
+        for chunk in _chunks(keys):
+            sql, params = outbox.identified_sql(self.dialect, source, chunk)
+            rows = await self._connection().execute_query_dict(sql, params)
+            found.update(row["user_key"] for row in rows)
+        return found
+
+    @_bound
+    async def remember_identified(self, source: str, keys: Sequence[str]) -> None:
+        """Record that these users' identify calls were delivered."""
+        for chunk in _chunks(keys):
+            sql, params = outbox.remember_identified_sql(self.dialect, source, chunk, utcnow())
+            await self._connection().execute_query_dict(sql, params)
+
+
+def _chunks(items: Sequence[Any], size: int = ROWS_PER_STATEMENT) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _attribute(

@@ -34,7 +34,8 @@ class Event(Model):
     class Meta:
         table = "nudgespot_event"
         unique_together = (("source", "dedup_key"),)
-        indexes = (("status", "next_attempt_at"), ("source", "status"))
+        # Claims look up due events per source; status counts group by source and status.
+        indexes = (("source", "status", "next_attempt_at"),)
 
 
 class RejectedEvent(Model):
@@ -53,10 +54,11 @@ class RejectedEvent(Model):
 
 
 class SourceCounter(Model):
-    """Running per-source counters that have no row of their own (duplicates)."""
+    """Per-source state with no row of its own: the duplicate count, a Retry-After hold."""
 
     source = fields.CharField(max_length=100, primary_key=True)
     duplicates = fields.BigIntField(default=0)
+    held_until = fields.DatetimeField(null=True)  # Segment asked us to wait until then
 
     class Meta:
         table = "nudgespot_source_counter"

@@ -1,0 +1,1 @@
+"""Republish: Segment mapping, batch packing, retry policy and the publisher job."""

@@ -1,0 +1,316 @@
+"""The publisher job: claims due events, sends them to Segment, records each outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from segment.analytics import request as segment_request
+
+from models import Store
+from models.outbox import ClaimedEvent
+from outbound import mapping
+from outbound.packing import Batch, Unit, oversize_reason, pack
+from outbound.policy import Backoff, Failure, Verdict, classify
+
+logger = logging.getLogger(__name__)
+
+JOB_ID = "nudgespot-publisher"
+
+# Sends one batch to Segment; blocking; raises on anything but a 2xx (as request.post does).
+Sender = Callable[[str, list[dict[str, Any]]], None]
+
+
+@dataclass(frozen=True)
+class SourceTarget:
+    """Where one source's events go."""
+
+    name: str
+    write_key: str
+    identify: bool = False
+
+    def __repr__(self) -> str:
+        return f"SourceTarget(name={self.name!r}, identify={self.identify!r})"
+
+
+@dataclass(frozen=True)
+class PublisherOptions:
+    endpoint: str = "https://api.segment.io"
+    timeout_s: float = 15.0
+    interval_s: float = 1.0
+    max_attempts: int = 12
+    retry_base_s: float = 1.0
+    retry_max_s: float = 600.0
+    lease_s: float = 120.0
+    concurrency: int = 4
+    batch_max_events: int = 2500
+    stop_timeout_s: float = 30.0
+    service_version: str = "0"
+
+
+def segment_sender(endpoint: str, timeout_s: float) -> Sender:
+    """Return a Sender that posts through segment-analytics-python, gzip on."""
+
+    def send(write_key: str, messages: list[dict[str, Any]]) -> None:
+        segment_request.post(write_key, endpoint, gzip=True, timeout=timeout_s, batch=messages)
+
+    return send
+
+
+class SegmentPublisher:
+    """Republishes stored events to Segment from an APScheduler job, one run at a time."""
+
+    def __init__(
+        self,
+        sources: Sequence[SourceTarget],
+        options: PublisherOptions,
+        *,
+        sender: Sender | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self._sources = {s.name: s for s in sources}
+        self._options = options
+        self._sender = sender or segment_sender(options.endpoint, options.timeout_s)
+        self._backoff = Backoff(options.retry_base_s, options.retry_max_s)
+        self.owner = owner or f"publisher-{uuid.uuid4().hex[:12]}"
+        self._rotation = itertools.cycle(list(self._sources))
+        self._held: dict[str, datetime] = {}
+        self._inflight: set[int] = set()
+        self._store: Store | None = None
+        self._scheduler: AsyncIOScheduler | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._run_lock = asyncio.Lock()
+        self._dirty = False
+        self._wake_scheduled = False
+        self._stopping = False
+        self._run_task: asyncio.Task[Any] | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, store: Store) -> None:
+        """Start the scheduled job against `store`."""
+        self._store = store
+        self._stopping = False
+        self._executor = ThreadPoolExecutor(
+            max_workers=self._options.concurrency, thread_name_prefix="segment-post"
+        )
+        scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        scheduler.add_job(
+            self.run_once,
+            "interval",
+            seconds=self._options.interval_s,
+            id=JOB_ID,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(30, int(self._options.interval_s * 10)),
+            next_run_time=datetime.now(timezone.utc),
+        )
+        scheduler.start()
+        self._scheduler = scheduler
+
+    async def stop(self) -> None:
+        """Stop claiming; let the running pass finish within the bound, else release leases."""
+        self._stopping = True
+        if self._scheduler is not None:
+            self._scheduler.pause()
+        running = self._run_task
+        if running is not None and not running.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(running), self._options.stop_timeout_s)
+            except (TimeoutError, asyncio.CancelledError):
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+        await self._release_inflight()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def wake(self, source: str) -> None:
+        """Note that `source` has new events; run the job now if it is idle."""
+        self._dirty = True
+        if self._run_lock.locked() or self._wake_scheduled or self._stopping:
+            return
+        job = self._scheduler.get_job(JOB_ID) if self._scheduler is not None else None
+        if job is not None:
+            self._wake_scheduled = True
+            job.modify(next_run_time=datetime.now(timezone.utc))
+
+    # --- one run of the job ---------------------------------------------------------------
+
+    async def run_once(self) -> None:
+        """Publish until no source has due events (the scheduled job's body)."""
+        if self._run_lock.locked():
+            return
+        async with self._run_lock:
+            self._run_task = asyncio.current_task()
+            try:
+                while not self._stopping:
+                    self._wake_scheduled = False
+                    self._dirty = False
+                    workers = [self._worker() for _ in range(self._options.concurrency)]
+                    await asyncio.gather(*workers)
+                    if not self._dirty:
+                        break
+            except Exception:  # noqa: BLE001 - a failed run must not kill the job
+                logger.exception("publisher run failed; leases expire and the events retry")
+            finally:
+                self._run_task = None
+
+    async def _worker(self) -> None:
+        while not self._stopping:
+            claim = await self._claim_next()
+            if claim is None:
+                return
+            source, events = claim
+            self._inflight.update(e.id for e in events)
+            try:
+                await self._publish(source, events)
+            finally:
+                self._inflight.difference_update(e.id for e in events)
+
+    async def _claim_next(self) -> tuple[SourceTarget, list[ClaimedEvent]] | None:
+        store = self._require_store()
+        for _ in range(len(self._sources)):
+            source = self._sources[next(self._rotation)]
+            if self._held_until(source.name) is not None:
+                continue
+            events = await store.claim(
+                source.name,
+                owner=self.owner,
+                limit=self._options.batch_max_events,
+                lease_s=self._options.lease_s,
+            )
+            if events:
+                return source, events
+        return None
+
+    async def _publish(self, source: SourceTarget, events: list[ClaimedEvent]) -> None:
+        store = self._require_store()
+        units, dead = await self._units(source, events)
+        if dead:
+            await store.mark_dead(dead)
+        batches = pack(units, write_key=source.write_key, max_events=self._options.batch_max_events)
+        for position, batch in enumerate(batches):
+            until = self._held_until(source.name)
+            if until is not None:  # Segment asked us to wait: give the rest back untouched
+                rest = [i for b in batches[position:] for i in b.event_ids]
+                await store.postpone(rest, owner=self.owner, until=until)
+                return
+            await self._send(source, batch)
+
+    async def _units(
+        self, source: SourceTarget, events: list[ClaimedEvent]
+    ) -> tuple[list[Unit], dict[int, str]]:
+        version = self._options.service_version
+        needs_identify = await self._unidentified(source, events)
+        units: list[Unit] = []
+        dead: dict[int, str] = {}
+        for event in events:
+            messages = []
+            key = mapping.user_key(event.fields)
+            identifies = key if key in needs_identify else None
+            if identifies:  # the identify goes right before this user's first track
+                needs_identify.discard(key)
+                messages.append(
+                    mapping.identify(source.name, event.event_time, event.fields, version)
+                )
+            messages.append(
+                mapping.track(source.name, event.dedup_key, event.event_type,
+                              event.event_time, event.fields, version)
+            )
+            unit = Unit(event.id, messages, attempts=event.attempts, identifies=identifies)
+            reason = oversize_reason(unit)
+            if reason is None:
+                units.append(unit)
+            else:
+                dead[event.id] = reason
+        return units, dead
+
+    async def _unidentified(self, source: SourceTarget, events: list[ClaimedEvent]) -> set[str]:
+        if not source.identify:
+            return set()
+        keys = sorted({mapping.user_key(e.fields) for e in events})
+        known = await self._require_store().identified(source.name, keys)
+        return set(keys) - known
+
+    async def _send(self, source: SourceTarget, batch: Batch) -> None:
+        started = time.perf_counter()
+        try:
+            await self._post(source.write_key, batch.messages)
+        except Exception as exc:  # noqa: BLE001 - every failure is classified below
+            failure = classify(exc)
+            _log_batch(source.name, batch, failure.error, started)
+            await self._settle_failure(source, batch, failure)
+            return
+        _log_batch(source.name, batch, "delivered", started)
+        store = self._require_store()
+        await store.mark_delivered(batch.event_ids)
+        identified = [unit.identifies for unit in batch.units if unit.identifies]
+        if identified:
+            await store.remember_identified(source.name, identified)
+
+    async def _post(self, write_key: str, messages: list[dict[str, Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._sender, write_key, messages)
+
+    async def _settle_failure(self, source: SourceTarget, batch: Batch, failure: Failure) -> None:
+        store = self._require_store()
+        if failure.verdict is Verdict.BISECT:
+            if len(batch.units) == 1:
+                await store.mark_dead({batch.units[0].event_id: failure.error})
+                return
+            middle = len(batch.units) // 2
+            for half in (batch.units[:middle], batch.units[middle:]):
+                await self._send(source, Batch.of(half))
+            return
+        now = datetime.now(timezone.utc)
+        if failure.retry_after_s:
+            until = now + timedelta(seconds=failure.retry_after_s)
+            self._held[source.name] = until
+            await store.hold_source(source.name, until)
+        attempt = 1 + max(unit.attempts for unit in batch.units)
+        await store.mark_failed(
+            batch.event_ids,
+            owner=self.owner,
+            error=failure.error,
+            next_attempt_at=self._backoff.next_attempt_at(now, attempt, failure.retry_after_s),
+            max_attempts=self._options.max_attempts,
+        )
+
+    async def _release_inflight(self) -> None:
+        if self._inflight and self._store is not None:
+            ids = sorted(self._inflight)
+            try:
+                await self._store.release(ids, owner=self.owner)
+            except Exception:  # noqa: BLE001 - the leases expire on their own
+                logger.warning("could not release %d leased event(s); they retry after the lease",
+                               len(ids))
+            self._inflight.clear()
+
+    def _held_until(self, source: str) -> datetime | None:
+        until = self._held.get(source)
+        return until if until is not None and until > datetime.now(timezone.utc) else None
+
+    def _require_store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("publisher is not started")
+        return self._store
+
+
+def _log_batch(source: str, batch: Batch, outcome: str, started: float) -> None:
+    logger.info(
+        "batch source=%s events=%d bytes=%d outcome=%s ms=%.1f",
+        source, len(batch.units), batch.size, outcome, (time.perf_counter() - started) * 1000,
+    )
