@@ -15,6 +15,8 @@ from inbound.aliases import EVENT_ALIASES
 MAX_ID_CHARS = 255
 MAX_EMAIL_CHARS = 320
 MS_THRESHOLD = 10**12  # numeric timestamps at or above this are Unix milliseconds
+MAX_UNIX_MS = 10**15  # far beyond any valid instant; bounds the arithmetic on huge numbers
+MAX_NUMERIC_CHARS = 24
 EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 MAX_FUTURE = timedelta(days=1)
 
@@ -85,6 +87,8 @@ def decode_body(raw: bytes) -> Any:
         raise BodyError(f"body is not valid JSON: {exc.msg} at {where}") from None
     except RecursionError:
         raise BodyError("body is not acceptable JSON: nested too deeply") from None
+    except ValueError:  # e.g. an integer literal longer than Python's digit limit
+        raise BodyError("body is not acceptable JSON: a number is too long") from None
 
 
 def event_objects(document: Any) -> list[Any]:
@@ -181,6 +185,8 @@ def parse_timestamp(value: Any, now: datetime) -> datetime:
 
 def _parse_timestamp_text(text: str) -> datetime:
     if _is_number(text):
+        if len(text) > MAX_NUMERIC_CHARS:
+            raise Invalid(f"'timestamp' {text[:40]!r} is out of range")
         return _from_unix(float(text) if "." in text else int(text))
     try:
         parsed = datetime.fromisoformat(text)
@@ -188,7 +194,10 @@ def _parse_timestamp_text(text: str) -> datetime:
         raise Invalid(f"'timestamp' {text[:40]!r} is not ISO 8601 or Unix time") from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise Invalid(f"'timestamp' {text[:40]!r} has no time zone")
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise Invalid(f"'timestamp' {text[:40]!r} is out of range") from None
 
 
 def _is_number(text: str) -> bool:
@@ -197,8 +206,8 @@ def _is_number(text: str) -> bool:
 
 
 def _from_unix(value: int | float) -> datetime:
-    if not math.isfinite(value) or value < 0:
-        raise Invalid(f"'timestamp' {value!r} is out of range")
+    if value < 0 or value > MAX_UNIX_MS or not math.isfinite(value):
+        raise Invalid(f"'timestamp' {str(value)[:40]} is out of range")
     seconds = value / 1000 if value >= MS_THRESHOLD else value
     try:
         return datetime.fromtimestamp(seconds, tz=timezone.utc)

@@ -40,7 +40,7 @@ def _parse_header(header: str) -> tuple[int | None, list[str]]:
     candidates: list[str] = []
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isascii() and value.isdigit():
+        if key == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
             timestamp = int(value)
         elif key == "v1" and value.isascii():
             candidates.append(value.lower())

@@ -37,6 +37,21 @@ Submit = Callable[[IngestBatch], Awaitable[IngestResult]]
 OnStored = Callable[[str], None]
 
 
+@dataclass(frozen=True, slots=True)
+class RequestOutcome:
+    """What one webhook POST came to, for logs and metrics."""
+
+    source: str  # "-" when the token matched no source
+    status: int
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+
+
+OnRequest = Callable[[RequestOutcome], None]
+
+
 class WebhookError(Exception):
     """A request that is answered with an error status and a JSON reason."""
 
@@ -57,11 +72,13 @@ class Webhook:
         *,
         max_body_bytes: int,
         on_stored: OnStored = lambda source: None,
+        on_request: OnRequest = lambda outcome: None,
     ) -> None:
         self._sources = tuple(sources)
         self._submit = submit
         self._max_body_bytes = max_body_bytes
         self._on_stored = on_stored
+        self._on_request = on_request
 
     def routes(self) -> list[web.RouteDef]:
         """Return the routes to add to the application."""
@@ -82,15 +99,20 @@ class Webhook:
         """Store the body's events and answer only after they are committed."""
         started = time.perf_counter()
         source_name = "-"
+        counts: dict[str, int] = {}
         try:
             source = self._authenticate_token(request)
             source_name = source.name
             body = await self._read_body(request)
             self._authenticate_signature(source, request, body)
-            response = await self._ingest(source, body)
+            response, counts = await self._ingest(source, body)
         except WebhookError as exc:
             response = _error(exc)
-        _log_request(source_name, response, started)
+        outcome = RequestOutcome(
+            source_name, response.status, **counts, seconds=time.perf_counter() - started
+        )
+        _log_request(outcome)
+        self._on_request(outcome)
         return response
 
     def _authenticate_token(self, request: web.Request) -> WebhookSource:
@@ -128,7 +150,9 @@ class Webhook:
         if problem is not None:
             raise WebhookError(401, problem)
 
-    async def _ingest(self, source: WebhookSource, body: bytes) -> web.Response:
+    async def _ingest(
+        self, source: WebhookSource, body: bytes
+    ) -> tuple[web.Response, dict[str, int]]:
         try:
             parsed = parse_body(body, datetime.now(timezone.utc))
         except BodyError as exc:
@@ -145,11 +169,15 @@ class Webhook:
             "duplicates": result.duplicates,
             "rejected": [{"index": r.index, "error": r.reason} for r in rejected],
         }
+        counts = {
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+            "rejected": len(rejected),
+        }
         if not accepted:
-            return web.json_response(
-                {"error": "no event in the body could be accepted", **answer}, status=400
-            )
-        return web.json_response(answer)
+            error = {"error": "no event in the body could be accepted", **answer}
+            return web.json_response(error, status=400), counts
+        return web.json_response(answer), counts
 
     async def _store(self, batch: IngestBatch) -> IngestResult:
         try:
@@ -183,10 +211,13 @@ def _error(exc: WebhookError) -> web.Response:
     return web.json_response({"error": exc.error, **exc.extra}, status=exc.status, headers=headers)
 
 
-def _log_request(source: str, response: web.Response, started: float) -> None:
+def _log_request(outcome: RequestOutcome) -> None:
     logger.info(
-        "webhook source=%s status=%d ms=%.1f",
-        source,
-        response.status,
-        (time.perf_counter() - started) * 1000,
+        "webhook source=%s status=%d accepted=%d duplicates=%d rejected=%d ms=%.1f",
+        outcome.source,
+        outcome.status,
+        outcome.accepted,
+        outcome.duplicates,
+        outcome.rejected,
+        outcome.seconds * 1000,
     )

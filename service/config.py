@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -214,7 +215,8 @@ def _coerce(value: Any, type_name: Any, where: str) -> Any:
 
 
 def _article(kind: str) -> str:
-    return {"bool": "true or false", "int": "an integer", "float": "a number"}.get(kind, "a string")
+    names = {"bool": "true or false", "int": "an integer", "float": "a finite number"}
+    return names.get(kind, "a string")
 
 
 def _as_bool(value: Any) -> bool:
@@ -234,7 +236,10 @@ def _as_int(value: Any) -> int:
 def _as_float(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise TypeError
-    return float(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("not finite")
+    return number
 
 
 def _as_str(value: Any) -> str:
