@@ -10,7 +10,9 @@ from typing import Any
 
 from models.sql import Dialect, in_list, insert_rows
 
-CLAIM_COLUMNS = "id, source, dedup_key, event_type, event_time, fields_json, attempts"
+CLAIM_COLUMNS = (
+    "id, source, dedup_key, event_type, event_time, fields_json, attempts, received_at"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +26,7 @@ class ClaimedEvent:
     event_time: datetime
     fields: dict[str, Any]
     attempts: int
+    received_at: datetime | None = None
 
 
 def as_datetime(value: Any) -> datetime | None:
@@ -72,6 +75,7 @@ def claimed_from_row(row: dict[str, Any]) -> ClaimedEvent:
         event_time=event_time,
         fields=json.loads(row["fields_json"]),
         attempts=int(row["attempts"]),
+        received_at=as_datetime(row["received_at"]),
     )
 
 
@@ -106,7 +110,7 @@ def failed_sql(
         f"status = CASE WHEN attempts + 1 >= {p(4)} THEN 'dead' ELSE 'pending' END, "
         f"lease_owner = NULL, lease_expires_at = NULL "
         f"WHERE lease_owner = {p(5)} AND status = 'pending' "
-        f"AND id IN ({in_list(dialect, ids, 6)})"
+        f"AND id IN ({in_list(dialect, ids, 6)}) RETURNING status"
     )
     return sql, [error, next_attempt_at, now, max_attempts, owner, *ids]
 

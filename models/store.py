@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, ParamSpec, TypeVar
+from datetime import datetime
+from typing import Any
 
 from tortoise import Tortoise
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext, _current_context
 
 from models import outbox
+from models.admin import AdminQueries
+from models.base import DatabaseUnavailable, bound, utcnow
 from models.outbox import ClaimedEvent
 from models.sql import Dialect, insert_rows
 
@@ -41,12 +42,6 @@ EVENT_INSERT_COLUMNS = (
 )
 REJECT_INSERT_COLUMNS = ("source", "body_index", "payload", "reason", "received_at")
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-class DatabaseUnavailable(Exception):
-    """The database could not complete the operation; the caller should retry later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +89,6 @@ class IngestResult:
         return len(self.stored) - self.accepted
 
 
-def utcnow() -> datetime:
-    """Return the current time as an aware UTC datetime."""
-    return datetime.now(timezone.utc)
-
-
 def tortoise_config(url: str, *, connection_name: str | None = None) -> dict[str, Any]:
     """Return a tortoise config for the database URL, with this service's connection defaults."""
     db = expand_db_url(url)
@@ -136,18 +126,7 @@ def _prepare_sqlite_path(config: dict[str, Any]) -> None:
             os.makedirs(parent, exist_ok=True)
 
 
-def _bound(method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
-    """Run a Store coroutine with the store's tortoise context active in the calling task."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Store, *args: Any, **kwargs: Any) -> R:
-        with self._activated():
-            return await method(self, *args, **kwargs)
-
-    return wrapper
-
-
-class Store:
+class Store(AdminQueries):
     """Owns one tortoise context (its connections) and offers the pipeline's queries."""
 
     def __init__(self, url: str, *, connection_name: str | None = None) -> None:
@@ -211,7 +190,7 @@ class Store:
                 await migrating.close_connections()
             _current_context.reset(token)
 
-    @_bound
+    @bound
     async def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers a trivial query."""
         try:
@@ -219,7 +198,7 @@ class Store:
         except Exception as exc:  # noqa: BLE001 - any failure here means "not ready"
             raise DatabaseUnavailable(_describe(exc)) from exc
 
-    @_bound
+    @bound
     async def ingest(self, batches: Sequence[IngestBatch]) -> list[IngestResult]:
         """Store the batches in one transaction; return, per batch, which events were new.
 
@@ -294,7 +273,7 @@ class Store:
 
     # --- the publisher's side -------------------------------------------------------------
 
-    @_bound
+    @bound
     async def claim(
         self, source: str, *, owner: str, limit: int, lease_s: float
     ) -> list[ClaimedEvent]:
@@ -306,14 +285,14 @@ class Store:
         events.sort(key=lambda e: (e.event_time, e.id))
         return events
 
-    @_bound
+    @bound
     async def mark_delivered(self, ids: Sequence[int]) -> None:
         """Record that Segment accepted these events."""
         for chunk in _chunks(ids):
             sql, params = outbox.delivered_sql(self.dialect, chunk, utcnow())
             await self._connection().execute_query_dict(sql, params)
 
-    @_bound
+    @bound
     async def mark_failed(
         self,
         ids: Sequence[int],
@@ -322,16 +301,25 @@ class Store:
         error: str,
         next_attempt_at: datetime,
         max_attempts: int,
-    ) -> None:
-        """Count a failed attempt for events `owner` holds: retry later, or dead when spent."""
+    ) -> tuple[int, int]:
+        """Count a failed attempt for events `owner` holds: retry later, or dead when spent.
+
+        Returns (retrying, dead): how many of the events went each way.
+        """
+        retrying = dead = 0
         for chunk in _chunks(ids):
             sql, params = outbox.failed_sql(
                 self.dialect, chunk, owner=owner, error=error[:2000],
                 next_attempt_at=next_attempt_at, max_attempts=max_attempts, now=utcnow(),
             )
-            await self._connection().execute_query_dict(sql, params)
+            for row in await self._connection().execute_query_dict(sql, params):
+                if row["status"] == "dead":
+                    dead += 1
+                else:
+                    retrying += 1
+        return retrying, dead
 
-    @_bound
+    @bound
     async def mark_dead(self, errors: dict[int, str]) -> None:
         """Mark each event dead with its own reason."""
         now = utcnow()
@@ -340,27 +328,27 @@ class Store:
                 sql, params = outbox.dead_sql(self.dialect, event_id, error=error[:2000], now=now)
                 await conn.execute_query_dict(sql, params)
 
-    @_bound
+    @bound
     async def release(self, ids: Sequence[int], *, owner: str) -> None:
         """Give back leased events without counting an attempt."""
         for chunk in _chunks(ids):
             sql, params = outbox.release_sql(self.dialect, owner, chunk)
             await self._connection().execute_query_dict(sql, params)
 
-    @_bound
+    @bound
     async def postpone(self, ids: Sequence[int], *, owner: str, until: datetime) -> None:
         """Give back leased events to be claimed again from `until`, no attempt counted."""
         for chunk in _chunks(ids):
             sql, params = outbox.postpone_sql(self.dialect, owner, chunk, until)
             await self._connection().execute_query_dict(sql, params)
 
-    @_bound
+    @bound
     async def hold_source(self, source: str, until: datetime) -> None:
         """Keep every publisher from claiming `source` before `until`."""
         sql, params = outbox.hold_sql(self.dialect, source, until)
         await self._connection().execute_query_dict(sql, params)
 
-    @_bound
+    @bound
     async def identified(self, source: str, keys: Sequence[str]) -> set[str]:
         """Return which of these users already had their identify call delivered."""
         found: set[str] = set()
@@ -370,7 +358,7 @@ class Store:
             found.update(row["user_key"] for row in rows)
         return found
 
-    @_bound
+    @bound
     async def remember_identified(self, source: str, keys: Sequence[str]) -> None:
         """Record that these users' identify calls were delivered."""
         for chunk in _chunks(keys):

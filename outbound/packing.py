@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from segment.analytics.consumer import BATCH_SIZE_LIMIT, MAX_MSG_SIZE
@@ -28,6 +29,7 @@ class Unit:
     messages: list[dict[str, Any]]
     attempts: int = 0  # attempts the event has had before this one
     identifies: str | None = None  # the user key when the unit carries that user's identify
+    received_at: datetime | None = None
     size: int = 0
 
     def __post_init__(self) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from segment.analytics import request as segment_request
@@ -28,6 +28,29 @@ JOB_ID = "nudgespot-publisher"
 
 # Sends one batch to Segment; blocking; raises on anything but a 2xx (as request.post does).
 Sender = Callable[[str, list[dict[str, Any]]], None]
+
+
+class PublishObserver(Protocol):
+    """Told what the publisher did, for metrics."""
+
+    def batch_sent(self, source: str, outcome: str, events: int, seconds: float) -> None: ...
+
+    def delivered(self, source: str, received_at: Sequence[datetime | None]) -> None: ...
+
+    def failed(self, source: str, retrying: int, dead: int) -> None: ...
+
+
+class NullObserver:
+    """An observer that ignores everything."""
+
+    def batch_sent(self, source: str, outcome: str, events: int, seconds: float) -> None:
+        return None
+
+    def delivered(self, source: str, received_at: Sequence[datetime | None]) -> None:
+        return None
+
+    def failed(self, source: str, retrying: int, dead: int) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -76,11 +99,13 @@ class SegmentPublisher:
         *,
         sender: Sender | None = None,
         owner: str | None = None,
+        observer: PublishObserver | None = None,
     ) -> None:
         self._sources = {s.name: s for s in sources}
         self._options = options
         self._sender = sender or segment_sender(options.endpoint, options.timeout_s)
         self._backoff = Backoff(options.retry_base_s, options.retry_max_s)
+        self._observer: PublishObserver = observer or NullObserver()
         self.owner = owner or f"publisher-{uuid.uuid4().hex[:12]}"
         self._rotation = itertools.cycle(list(self._sources))
         self._held: dict[str, datetime] = {}
@@ -109,7 +134,9 @@ class SegmentPublisher:
             "interval",
             seconds=self._options.interval_s,
             id=JOB_ID,
-            max_instances=1,
+            # run_once itself refuses to overlap; 2 keeps APScheduler from warning each tick
+            # that a long drain is still running.
+            max_instances=2,
             coalesce=True,
             misfire_grace_time=max(30, int(self._options.interval_s * 10)),
             next_run_time=datetime.now(timezone.utc),
@@ -201,6 +228,7 @@ class SegmentPublisher:
         units, dead = await self._units(source, events)
         if dead:
             await store.mark_dead(dead)
+            self._observer.failed(source.name, 0, len(dead))
         batches = pack(units, write_key=source.write_key, max_events=self._options.batch_max_events)
         for position, batch in enumerate(batches):
             until = self._held_until(source.name)
@@ -230,7 +258,8 @@ class SegmentPublisher:
                 mapping.track(source.name, event.dedup_key, event.event_type,
                               event.event_time, event.fields, version)
             )
-            unit = Unit(event.id, messages, attempts=event.attempts, identifies=identifies)
+            unit = Unit(event.id, messages, attempts=event.attempts, identifies=identifies,
+                        received_at=event.received_at)
             reason = oversize_reason(unit)
             if reason is None:
                 units.append(unit)
@@ -251,12 +280,13 @@ class SegmentPublisher:
             await self._post(source.write_key, batch.messages)
         except Exception as exc:  # noqa: BLE001 - every failure is classified below
             failure = classify(exc)
-            _log_batch(source.name, batch, failure.error, started)
+            self._report(source.name, batch, failure.error, started)
             await self._settle_failure(source, batch, failure)
             return
-        _log_batch(source.name, batch, "delivered", started)
+        self._report(source.name, batch, "delivered", started)
         store = self._require_store()
         await store.mark_delivered(batch.event_ids)
+        self._observer.delivered(source.name, [unit.received_at for unit in batch.units])
         identified = [unit.identifies for unit in batch.units if unit.identifies]
         if identified:
             await store.remember_identified(source.name, identified)
@@ -270,6 +300,7 @@ class SegmentPublisher:
         if failure.verdict is Verdict.BISECT:
             if len(batch.units) == 1:
                 await store.mark_dead({batch.units[0].event_id: failure.error})
+                self._observer.failed(source.name, 0, 1)
                 return
             middle = len(batch.units) // 2
             for half in (batch.units[:middle], batch.units[middle:]):
@@ -281,13 +312,14 @@ class SegmentPublisher:
             self._held[source.name] = until
             await store.hold_source(source.name, until)
         attempt = 1 + max(unit.attempts for unit in batch.units)
-        await store.mark_failed(
+        retrying, dead = await store.mark_failed(
             batch.event_ids,
             owner=self.owner,
             error=failure.error,
             next_attempt_at=self._backoff.next_attempt_at(now, attempt, failure.retry_after_s),
             max_attempts=self._options.max_attempts,
         )
+        self._observer.failed(source.name, retrying, dead)
 
     async def _release_inflight(self) -> None:
         if self._inflight and self._store is not None:
@@ -308,9 +340,11 @@ class SegmentPublisher:
             raise RuntimeError("publisher is not started")
         return self._store
 
-
-def _log_batch(source: str, batch: Batch, outcome: str, started: float) -> None:
-    logger.info(
-        "batch source=%s events=%d bytes=%d outcome=%s ms=%.1f",
-        source, len(batch.units), batch.size, outcome, (time.perf_counter() - started) * 1000,
-    )
+    def _report(self, source: str, batch: Batch, outcome: str, started: float) -> None:
+        seconds = time.perf_counter() - started
+        logger.info(
+            "batch source=%s events=%d bytes=%d outcome=%s ms=%.1f",
+            source, len(batch.units), batch.size, outcome, seconds * 1000,
+        )
+        kind = "delivered" if outcome == "delivered" else "failed"
+        self._observer.batch_sent(source, kind, len(batch.units), seconds)

@@ -5,23 +5,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from inbound.webhook import Webhook, WebhookSource
 from models import DatabaseUnavailable, Store
 from models.sql import Dialect
 from models.writer import GroupWriter
+from service.admin_views import AdminViews
 from service.config import Settings, placeholder_secrets
+from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 2.0
+RETENTION_INTERVAL_S = 3600
 
 STORE = web.AppKey("store", Store)
 WRITER = web.AppKey("writer", GroupWriter)
 SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
 
 
 class Publisher(Protocol):
@@ -38,11 +44,19 @@ def create_app(
     settings: Settings,
     *,
     publisher: Publisher | None = None,
+    metrics: Metrics | None = None,
     migrate_sqlite: bool = True,
+    retention: bool = True,
 ) -> web.Application:
-    """Return the service's application; `publisher` replaces the Segment publisher (tests)."""
+    """Return the service's application.
+
+    `publisher` is the republishing side (None: ingest only); pass the same `metrics` that the
+    publisher reports to, so /metrics shows both sides.
+    """
     app = web.Application(client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
+    metrics = metrics or Metrics()
+    app[METRICS] = metrics
     store = Store(settings.database.url)
     app[STORE] = store
     writer = GroupWriter(store, writers=1 if store.dialect is Dialect.SQLITE else 4)
@@ -50,15 +64,20 @@ def create_app(
     # Exits run in reverse: the publisher stops, then the writer drains, then the store closes.
     app.cleanup_ctx.append(_store_ctx(store, migrate_sqlite))
     app.cleanup_ctx.append(_writer_ctx(writer))
+    if retention:
+        app.cleanup_ctx.append(_retention_ctx(store, settings.retention.delivered_days))
     if publisher is not None:
         app.cleanup_ctx.append(_publisher_ctx(publisher, store))
+    wake = publisher.wake if publisher is not None else (lambda source: None)
     webhook = Webhook(
         [WebhookSource(s.name, s.token, s.signing_secret) for s in settings.sources],
         writer.submit,
         max_body_bytes=settings.server.max_body_bytes,
-        on_stored=publisher.wake if publisher is not None else (lambda source: None),
+        on_stored=wake,
+        on_request=metrics.request_done,
     )
     app.add_routes(webhook.routes())
+    app.add_routes(AdminViews(settings, store, metrics, wake).routes())
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])
     return app
 
@@ -83,6 +102,35 @@ def _writer_ctx(writer: GroupWriter):  # noqa: ANN202 - cleanup_ctx factory
         await writer.stop()
 
     return ctx
+
+
+def _retention_ctx(store: Store, days: int):  # noqa: ANN202 - cleanup_ctx factory
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        scheduler.add_job(
+            run_retention, "interval", args=[store, days], seconds=RETENTION_INTERVAL_S,
+            next_run_time=datetime.now(timezone.utc) + timedelta(seconds=60),
+            max_instances=1, coalesce=True, misfire_grace_time=RETENTION_INTERVAL_S,
+        )
+        scheduler.start()
+        yield
+        scheduler.shutdown(wait=False)
+
+    return ctx
+
+
+async def run_retention(store: Store, days: int) -> tuple[int, int]:
+    """Delete delivered events and quarantined rejects older than `days`; return the counts."""
+    cutoff = datetime.now(timezone.utc) - timedelta(days=days)
+    try:
+        events, rejects = await store.purge(older_than=cutoff)
+    except DatabaseUnavailable as exc:
+        logger.warning("retention skipped: %s", exc)
+        return 0, 0
+    if events or rejects:
+        logger.info("retention deleted %d delivered event(s), %d reject(s) older than %s",
+                    events, rejects, cutoff.isoformat(timespec="seconds"))
+    return events, rejects
 
 
 def _publisher_ctx(publisher: Publisher, store: Store):  # noqa: ANN202 - cleanup_ctx factory

@@ -70,9 +70,12 @@ def migrate_command(settings: Settings, args: argparse.Namespace) -> int:
 def serve_command(settings: Settings, args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; return 0 after a clean shutdown."""
     from service.app import create_app
+    from service.metrics import Metrics
     from service.wiring import build_publisher
 
-    app = create_app(settings, publisher=build_publisher(settings))
+    metrics = Metrics()
+    publisher = build_publisher(settings, observer=metrics)
+    app = create_app(settings, publisher=publisher, metrics=metrics)
     web.run_app(
         app,
         host=settings.server.host,

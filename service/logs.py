@@ -39,4 +39,7 @@ def configure_logging(settings: LoggingSettings) -> None:
     root.setLevel(settings.level.upper())
     # Tortoise logs every statement with its parameters at DEBUG: never let that leak data.
     logging.getLogger("tortoise").setLevel(max(logging.INFO, root.level))
+    # segment-analytics-python logs whole request bodies, write key included, at DEBUG.
+    logging.getLogger("segment").setLevel(max(logging.INFO, root.level))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

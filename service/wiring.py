@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from outbound.publisher import PublisherOptions, SegmentPublisher, Sender, SourceTarget
+from outbound.publisher import (
+    PublisherOptions,
+    PublishObserver,
+    SegmentPublisher,
+    Sender,
+    SourceTarget,
+)
 from service import __version__
 from service.config import Settings
 
@@ -26,8 +32,14 @@ def publisher_options(settings: Settings) -> PublisherOptions:
 
 
 def build_publisher(
-    settings: Settings, *, sender: Sender | None = None, owner: str | None = None
+    settings: Settings,
+    *,
+    sender: Sender | None = None,
+    owner: str | None = None,
+    observer: PublishObserver | None = None,
 ) -> SegmentPublisher:
     """Return the Segment publisher for every configured source."""
     targets = [SourceTarget(s.name, s.write_key, s.identify) for s in settings.sources]
-    return SegmentPublisher(targets, publisher_options(settings), sender=sender, owner=owner)
+    return SegmentPublisher(
+        targets, publisher_options(settings), sender=sender, owner=owner, observer=observer
+    )

@@ -1,0 +1,171 @@
+"""Replay: requeue stored events, or re-parse and admit quarantined ones."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from inbound.aliases import EVENT_ALIASES
+from inbound.parse import Accepted, BodyError, dump, parse_body, parse_event
+from models import IngestBatch, NewEvent, Store
+from models.admin import REPLAYABLE, ReplayFilter
+from models.base import utcnow
+
+Progress = Callable[[int, int], None]
+
+
+class ReplayRequestError(ValueError):
+    """A replay request that cannot be understood; the message says which field."""
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    """A parsed replay request: the filter, and whether to only count."""
+
+    selection: ReplayFilter
+    dry_run: bool = False
+    rejected: bool = False
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    matched: int
+    requeued: int
+    still_rejected: int | None = None
+
+    def as_json(self) -> dict[str, int]:
+        answer = {"matched": self.matched, "requeued": self.requeued}
+        if self.still_rejected is not None:
+            answer["still_rejected"] = self.still_rejected
+        return answer
+
+
+def replay_request(document: Any) -> ReplayRequest:
+    """Validate a /replay JSON document (the CLI builds the same shape from its flags)."""
+    if not isinstance(document, dict):
+        raise ReplayRequestError("body must be a JSON object")
+    allowed = {"source", "status", "since", "until", "event", "ids", "dry_run", "rejected"}
+    unknown = sorted(set(document) - allowed)
+    if unknown:
+        raise ReplayRequestError(f"unknown field {unknown[0]!r}")
+    statuses = _strings(document, "status") or ["dead"]
+    for status in statuses:
+        if status not in REPLAYABLE:
+            raise ReplayRequestError(f"status {status!r} is not one of {', '.join(REPLAYABLE)}")
+    selection = ReplayFilter(
+        source=_optional_string(document, "source"),
+        statuses=tuple(statuses),
+        since=_instant(document, "since"),
+        until=_instant(document, "until"),
+        events=tuple(_event_type(e) for e in _strings(document, "event")),
+        ids=tuple(_strings(document, "ids")),
+    )
+    return ReplayRequest(selection, _flag(document, "dry_run"), _flag(document, "rejected"))
+
+
+async def run_replay(
+    store: Store, request: ReplayRequest, *, progress: Progress | None = None
+) -> ReplayResult:
+    """Carry out a replay request."""
+    if request.rejected:
+        return await admit_rejected(store, request, progress=progress)
+    matched, requeued = await store.replay(
+        request.selection, dry_run=request.dry_run, progress=progress
+    )
+    return ReplayResult(matched, requeued)
+
+
+async def admit_rejected(
+    store: Store, request: ReplayRequest, *, progress: Progress | None = None
+) -> ReplayResult:
+    """Re-parse quarantined events; store those now valid and drop them from quarantine."""
+    matched = admitted = still = 0
+    after_id = 0
+    source = request.selection.source
+    while batch := await store.quarantined(after_id=after_id, source=source):
+        after_id = batch[-1].id
+        now = utcnow()
+        events: list[NewEvent] = []
+        admitted_ids: list[int] = []
+        for row in batch:
+            accepted = _reparse(row.payload, row.body_index, now)
+            matched += 1
+            if accepted:
+                admitted_ids.append(row.id)
+                events.extend(_new_event(row.source, a) for a in accepted)
+            else:
+                still += 1
+        if not request.dry_run and events:
+            await store.ingest([IngestBatch(events=events)])
+            await store.forget_rejected(admitted_ids)
+        admitted += len(admitted_ids)
+        if progress is not None:
+            progress(matched, matched)
+    return ReplayResult(matched, 0 if request.dry_run else admitted, still)
+
+
+def _reparse(payload: str, body_index: int | None, now: datetime) -> list[Accepted]:
+    """Return the events a quarantined payload now yields (all of them, or none)."""
+    try:
+        if body_index is None:
+            parsed = parse_body(payload.encode("utf-8", "surrogatepass"), now)
+        else:
+            parsed = [parse_event(json.loads(payload), body_index, now)]
+    except (BodyError, ValueError):
+        return []
+    accepted = [p for p in parsed if isinstance(p, Accepted)]
+    return accepted if len(accepted) == len(parsed) else []
+
+
+def _new_event(source: str, a: Accepted) -> NewEvent:
+    return NewEvent(source, a.dedup_key, a.event_type, a.event_time, dump(a.fields), a.payload)
+
+
+def _strings(document: Mapping[str, Any], key: str) -> list[str]:
+    value = document.get(key)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ReplayRequestError(f"'{key}' must be a list of strings")
+    return value
+
+
+def _optional_string(document: Mapping[str, Any], key: str) -> str | None:
+    value = document.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ReplayRequestError(f"'{key}' must be a string")
+    return value or None
+
+
+def _flag(document: Mapping[str, Any], key: str) -> bool:
+    value = document.get(key, False)
+    if not isinstance(value, bool):
+        raise ReplayRequestError(f"'{key}' must be true or false")
+    return value
+
+
+def _instant(document: Mapping[str, Any], key: str) -> datetime | None:
+    value = document.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ReplayRequestError(f"'{key}' must be an ISO 8601 time with a zone")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ReplayRequestError(f"'{key}' must be an ISO 8601 time with a zone") from None
+    if parsed.tzinfo is None:
+        raise ReplayRequestError(f"'{key}' needs a time zone (e.g. Z)")
+    return parsed.astimezone(timezone.utc)
+
+
+def _event_type(name: str) -> str:
+    canonical = EVENT_ALIASES.get(name.strip().lower())
+    if canonical is None:
+        raise ReplayRequestError(f"unknown event {name!r}")
+    return canonical
