@@ -15,6 +15,8 @@ from service.config import ConfigError, Settings, config_path, load_settings
 from service.logs import configure_logging
 
 EXIT_CONFIG = 2
+EXIT_UNHEALTHY = 1
+DEFAULT_MAX_PENDING_AGE_S = 900.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,6 +52,30 @@ def _parser() -> argparse.ArgumentParser:
     migrate.set_defaults(command=migrate_command)
     check = sub.add_parser("check-config", parents=[common], help="validate the config file")
     check.set_defaults(command=check_config_command)
+    status = sub.add_parser("status", parents=[common], help="print per-source figures")
+    status.add_argument("--check", action="store_true",
+                        help="exit 1 when events are dead or the oldest pending is too old")
+    status.add_argument("--max-pending-age-s", type=float, default=DEFAULT_MAX_PENDING_AGE_S,
+                        metavar="SECONDS",
+                        help="with --check: oldest pending age that counts as a problem "
+                             f"(default {DEFAULT_MAX_PENDING_AGE_S:g})")
+    status.add_argument("--json", action="store_true", help="print the JSON report instead")
+    status.set_defaults(command=status_command)
+    replay = sub.add_parser("replay", parents=[common],
+                            help="put dead (or other) events back to pending")
+    replay.add_argument("--source", help="only this source")
+    replay.add_argument("--status", action="append", metavar="STATUS",
+                        help="pending, delivered or dead (repeatable; default dead)")
+    replay.add_argument("--since", metavar="ISO8601", help="received at or after this time")
+    replay.add_argument("--until", metavar="ISO8601", help="received before this time")
+    replay.add_argument("--event", action="append", metavar="NAME",
+                        help="event type or alias (repeatable)")
+    replay.add_argument("--id", action="append", dest="ids", metavar="EVENT_ID",
+                        help="Nudgespot event id / dedup key (repeatable)")
+    replay.add_argument("--dry-run", action="store_true", help="only count what would match")
+    replay.add_argument("--rejected", action="store_true",
+                        help="re-parse quarantined events and admit those now valid")
+    replay.set_defaults(command=replay_command)
     return parser
 
 
@@ -85,6 +111,20 @@ def serve_command(settings: Settings, args: argparse.Namespace) -> int:
         print=lambda message: print(message, file=sys.stderr),
     )
     return 0
+
+
+def status_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Print the per-source table; with --check, exit 1 when something needs attention."""
+    from service.status_cli import print_status
+
+    return asyncio.run(print_status(settings, args.check, args.max_pending_age_s, args.json))
+
+
+def replay_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Requeue matching events (or admit quarantined ones) and print the counts."""
+    from service.status_cli import replay_from_cli
+
+    return asyncio.run(replay_from_cli(settings, args))
 
 
 if __name__ == "__main__":  # pragma: no cover
