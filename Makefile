@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint migrations clean
+.PHONY: run test lint migrations clean bench
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "nudgespot-segment needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -35,3 +35,8 @@ migrations: $(VENV)/.installed-test
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Benchmark against the baselines (bare aiohttp, raw request.post) on SQLite and, when
+# reachable, PostgreSQL. BENCH_ARGS=--quick for a tenth of the sizes.
+bench: $(VENV)/.installed-run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
