@@ -111,13 +111,15 @@ sources:
 
 
 class Bench:
-    def __init__(self, db: str, quick: bool, workdir: Path) -> None:
+    def __init__(self, db: str, quick: bool, workdir: Path, steps: str = "abcde") -> None:
         self.db = db
         self.quick = quick
+        self.steps = steps
         self.workdir = workdir
         self.segment_port = free_port()
         self.results: dict[str, Any] = {}
         self.db_url = ""
+        self.url_suffix = ""
 
     def scale(self, n: int) -> int:
         return max(1, n // 10) if self.quick else n
@@ -126,7 +128,7 @@ class Bench:
 
     def prepare_database(self) -> None:
         if self.db == "sqlite":
-            self.db_url = f"sqlite://{self.workdir}/bench.sqlite3"
+            self.db_url = f"sqlite://{self.workdir}/bench.sqlite3{self.url_suffix}"
         else:
             name = f"nudgespot_bench_{uuid.uuid4().hex[:8]}"
             asyncio.run(_pg_exec(POSTGRES_ADMIN_URL, f'CREATE DATABASE "{name}"'))
@@ -265,13 +267,15 @@ class Bench:
                          log=fake_log):
                 wait_http(f"http://127.0.0.1:{self.segment_port}/stats")
                 steps = [
-                    ("a+b ingest", self.ingest),
-                    ("d latency", self.latency),
-                    ("c drain", lambda: self.drain(self.scale(100_000), "c")),
-                    ("c raw post", lambda: self.raw_post(self.scale(100_000))),
-                    ("e 1M drain", lambda: self.drain(self.scale(1_000_000), "e", True)),
+                    ("ab", "a+b ingest", self.ingest),
+                    ("d", "d latency", self.latency),
+                    ("c", "c drain", lambda: self.drain(self.scale(100_000), "c")),
+                    ("c", "c raw post", lambda: self.raw_post(self.scale(100_000))),
+                    ("e", "e 1M drain", lambda: self.drain(self.scale(1_000_000), "e", True)),
                 ]
-                for name, step in steps:
+                for keys, name, step in steps:
+                    if not set(keys) & set(self.steps):
+                        continue
                     print(f"[{self.db}] {name}…", file=sys.stderr, flush=True)
                     step()
         finally:
@@ -387,6 +391,9 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--quick", action="store_true", help="a tenth of every size")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--steps", default="abcde", help="which figures to measure (abcde)")
+    parser.add_argument("--db-url-suffix", default="",
+                        help="appended to the database URL (e.g. '?synchronous=NORMAL')")
     args = parser.parse_args()
     dbs = ["sqlite", "postgres"] if args.db == "both" else [args.db]
     if "postgres" in dbs and not postgres_reachable():
@@ -396,7 +403,9 @@ def main() -> None:
     all_results: dict[str, dict[str, Any]] = {}
     for db in dbs:
         with tempfile.TemporaryDirectory(prefix=f"nudgespot-bench-{db}-") as tmp:
-            all_results[db] = Bench(db, args.quick, Path(tmp)).run()
+            bench = Bench(db, args.quick, Path(tmp), args.steps)
+            bench.url_suffix = args.db_url_suffix
+            all_results[db] = bench.run()
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"\nnudgespot-segment benchmark, {when}; {machine()}"
           f"{' (--quick: a tenth of the sizes)' if args.quick else ''}\n")

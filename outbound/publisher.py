@@ -154,8 +154,12 @@ class SegmentPublisher:
             try:
                 await asyncio.wait_for(asyncio.shield(running), self._options.stop_timeout_s)
             except (TimeoutError, asyncio.CancelledError):
+                # Cancelling unwinds the workers, which forget what they hold: keep a copy
+                # so those leases are released below rather than left to expire.
+                leased = set(self._inflight)
                 running.cancel()
                 await asyncio.gather(running, return_exceptions=True)
+                self._inflight |= leased
         await self._release_inflight()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
@@ -190,6 +194,8 @@ class SegmentPublisher:
                     await asyncio.gather(*workers)
                     if not self._dirty:
                         break
+            except asyncio.CancelledError:
+                logger.info("publisher run cancelled at shutdown; unsettled leases are released")
             except Exception:  # noqa: BLE001 - a failed run must not kill the job
                 logger.exception("publisher run failed; leases expire and the events retry")
             finally:
