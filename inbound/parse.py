@@ -124,10 +124,13 @@ def parse_event(obj: Any, index: int, now: datetime) -> Accepted | Rejected:
     return Accepted(index, event_type, dedup_key, event_time, fields, payload)
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
 def dump(value: Any) -> str:
     """Serialize to compact ASCII JSON (safe for any database text column)."""
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+        return _ENCODER.encode(value)
     except (ValueError, RecursionError):
         return json.dumps(repr(value)[:10000])
 

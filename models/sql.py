@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import functools
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,18 +36,29 @@ def insert_rows(
     suffix: str = "",
 ) -> tuple[str, list[Any]]:
     """Return one multi-row INSERT statement and its flat parameter list."""
-    params: list[Any] = []
-    groups = []
-    for row in rows:
-        markers = []
-        for value in row:
-            params.append(value)
-            markers.append(dialect.placeholder(len(params)))
-        groups.append("(" + ", ".join(markers) + ")")
+    sql = _insert_sql(dialect, table, tuple(columns), len(rows), suffix)
+    return sql, list(itertools.chain.from_iterable(rows))
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_sql(
+    dialect: Dialect, table: str, columns: tuple[str, ...], nrows: int, suffix: str
+) -> str:
+    # Built once per shape: on the ingest path the statement text was a measurable cost.
+    width = len(columns)
+    groups = (
+        "(" + ", ".join(dialect.placeholder(r * width + c + 1) for c in range(width)) + ")"
+        for r in range(nrows)
+    )
     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join(groups)}"
-    return (f"{sql} {suffix}" if suffix else sql), params
+    return f"{sql} {suffix}" if suffix else sql
 
 
 def in_list(dialect: Dialect, values: Sequence[Any], first_position: int = 1) -> str:
     """Return the markers of an IN (...) list whose parameters start at first_position."""
-    return ", ".join(dialect.placeholder(first_position + i) for i in range(len(values)))
+    return _markers(dialect, first_position, len(values))
+
+
+@functools.lru_cache(maxsize=256)
+def _markers(dialect: Dialect, first_position: int, count: int) -> str:
+    return ", ".join(dialect.placeholder(first_position + i) for i in range(count))
