@@ -9,16 +9,23 @@ from datetime import datetime
 from typing import Any
 
 from segment.analytics.consumer import BATCH_SIZE_LIMIT, MAX_MSG_SIZE
-from segment.analytics.request import DatetimeSerializer
 
 MAX_BATCH_EVENTS = 2500
 # '{"batch": [], "sentAt": "<32-char ISO time>", "writeKey": ""}' plus slack; see request.post.
 ENVELOPE_BYTES = 120
 
 
+_ENCODER = json.JSONEncoder()
+
+
 def encoded_size(message: dict[str, Any]) -> int:
-    """Return the bytes a message takes in the request body, serialized as request.post does."""
-    return len(json.dumps(message, cls=DatetimeSerializer).encode())
+    """Return the bytes a message takes in the request body, serialized as request.post does.
+
+    Messages hold only JSON types (timestamps are already strings), so the default encoder
+    writes exactly what request.post's DatetimeSerializer writes, and ensure_ascii makes the
+    text length the byte length.
+    """
+    return len(_ENCODER.encode(message))
 
 
 @dataclass(slots=True)
