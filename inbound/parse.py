@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -72,6 +73,10 @@ def _reject_constant(name: str) -> Any:
     raise BodyError(f"body is not valid JSON: {name} is not a JSON value")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
 def decode_body(raw: bytes) -> Any:
     """Return the JSON document of a webhook body, or raise BodyError saying why not."""
     if not raw.strip():
@@ -87,6 +92,8 @@ def decode_body(raw: bytes) -> Any:
         raise BodyError(f"body is not valid JSON: {exc.msg} at {where}") from None
     except RecursionError:
         raise BodyError("body is not acceptable JSON: nested too deeply") from None
+    except BodyError:
+        raise
     except ValueError:  # e.g. an integer literal longer than Python's digit limit
         raise BodyError("body is not acceptable JSON: a number is too long") from None
 
@@ -107,15 +114,55 @@ def event_objects(document: Any) -> list[Any]:
 
 def parse_body(raw: bytes, now: datetime) -> list[Accepted | Rejected]:
     """Parse a whole webhook body; raise BodyError when it is not JSON events at all."""
-    candidates = event_objects(decode_body(raw))
-    if not candidates:
+    pieces = _array_pieces(raw)
+    if pieces is None:
+        pieces = [(obj, None) for obj in event_objects(decode_body(raw))]
+    if not pieces:
         raise BodyError("body contains no events")
-    return [parse_event(obj, index, now) for index, obj in enumerate(candidates)]
+    return [parse_event(obj, index, now, text) for index, (obj, text) in enumerate(pieces)]
 
 
-def parse_event(obj: Any, index: int, now: datetime) -> Accepted | Rejected:
-    """Validate and normalize one event candidate."""
-    payload = dump(obj)
+def _array_pieces(raw: bytes) -> list[tuple[Any, str]] | None:
+    """Return each element of a top-level JSON array with its exact text, else None.
+
+    The element's own text becomes its stored payload: it is exactly what was received,
+    and it spares serializing every event again. Anything unusual (not an array, invalid
+    JSON) returns None, and decode_body then gives the precise error.
+    """
+    try:
+        text = raw.decode("utf-8")
+        i = _skip_ws(text, 0)
+        if text[i : i + 1] != "[":
+            return None
+        pieces: list[tuple[Any, str]] = []
+        i = _skip_ws(text, i + 1)
+        if text[i : i + 1] == "]":
+            return pieces if _skip_ws(text, i + 1) == len(text) else None
+        while True:
+            obj, end = _DECODER.raw_decode(text, i)
+            pieces.append((obj, text[i:end]))
+            i = _skip_ws(text, end)
+            if text[i : i + 1] == ",":
+                i = _skip_ws(text, i + 1)
+            elif text[i : i + 1] == "]":
+                return pieces if _skip_ws(text, i + 1) == len(text) else None
+            else:
+                return None
+    except (ValueError, RecursionError, BodyError):
+        return None
+
+
+def _skip_ws(text: str, position: int) -> int:
+    match = _WHITESPACE.match(text, position)
+    return match.end() if match else position
+
+
+def parse_event(
+    obj: Any, index: int, now: datetime, payload: str | None = None
+) -> Accepted | Rejected:
+    """Validate and normalize one event candidate; `payload` is its text as received."""
+    if payload is None:
+        payload = dump(obj)
     try:
         event_type, event_time, fields = _normalize(obj, now)
         dedup_key = _explicit_id(obj) or fallback_key(event_type, event_time, fields)
