@@ -322,6 +322,8 @@ def _text(value: Any, where: str, *, is_id: bool) -> str | None:
 def _check_text(value: str, where: str) -> None:
     if "\x00" in value:
         raise Invalid(f"'{where}' contains a NUL character")
+    if value.isascii():  # the common case: no surrogate can hide in ASCII
+        return
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

@@ -16,7 +16,7 @@ from tortoise.context import TortoiseContext, _current_context
 
 from models import outbox
 from models.admin import AdminQueries
-from models.base import DatabaseUnavailable, bound, utcnow
+from models.base import DatabaseUnavailable, bound, describe, utcnow
 from models.outbox import ClaimedEvent
 from models.sql import Dialect, insert_rows
 
@@ -204,7 +204,7 @@ class Store(AdminQueries):
         try:
             await self._connection().execute_query_dict("SELECT 1 AS ok")
         except Exception as exc:  # noqa: BLE001 - any failure here means "not ready"
-            raise DatabaseUnavailable(_describe(exc)) from exc
+            raise DatabaseUnavailable(describe(exc)) from exc
 
     @bound
     async def ingest(self, batches: Sequence[IngestBatch]) -> list[IngestResult]:
@@ -216,7 +216,7 @@ class Store(AdminQueries):
         try:
             return await self._ingest(batches)
         except Exception as exc:  # noqa: BLE001 - every storage failure is "try again later"
-            raise DatabaseUnavailable(_describe(exc)) from exc
+            raise DatabaseUnavailable(describe(exc)) from exc
 
     async def _ingest(self, batches: Sequence[IngestBatch]) -> list[IngestResult]:
         now = utcnow()
@@ -405,7 +405,3 @@ def _attribute(
     return results, duplicates
 
 
-def _describe(exc: BaseException) -> str:
-    """Return a short description of a storage failure that carries no connection secrets."""
-    text = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
