@@ -75,6 +75,7 @@ def _reject_constant(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_ANY_SPACE = re.compile(r"\s")
 
 
 def decode_body(raw: bytes) -> Any:
@@ -283,8 +284,10 @@ def _subscriber(obj: dict[str, Any], fields: dict[str, Any]) -> None:
 
 def _looks_like_email(text: str) -> bool:
     local, at, domain = text.rpartition("@")
-    return bool(at and local and domain) and len(text) <= MAX_EMAIL_CHARS and not any(
-        c.isspace() for c in text
+    return (
+        bool(at and local and domain)
+        and len(text) <= MAX_EMAIL_CHARS
+        and _ANY_SPACE.search(text) is None
     )
 
 

@@ -78,6 +78,9 @@ class PublisherOptions:
     batch_max_events: int = 2500
     stop_timeout_s: float = 30.0
     service_version: str = "0"
+    # After a claim that was not full, wait this long before claiming again: events that
+    # trickle in then go out together instead of as many tiny batches and statements.
+    linger_s: float = 0.05
 
 
 def segment_sender(endpoint: str, timeout_s: float) -> Sender:
@@ -212,6 +215,8 @@ class SegmentPublisher:
                 await self._publish(source, events)
             finally:
                 self._inflight.difference_update(e.id for e in events)
+            if len(events) < self._options.batch_max_events and self._options.linger_s:
+                await asyncio.sleep(self._options.linger_s)
 
     async def _claim_next(self) -> tuple[SourceTarget, list[ClaimedEvent]] | None:
         store = self._require_store()
