@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,8 @@ APP_LABEL = "nudgespot"
 MIGRATIONS_MODULE = "migrations"
 # Rows per INSERT statement: well under SQLite's and asyncpg's 32,766-parameter ceilings.
 ROWS_PER_STATEMENT = 500
+
+Statement = tuple[str, list[Any]]
 
 EVENT_INSERT_COLUMNS = (
     "source",
@@ -228,50 +231,68 @@ class Store(AdminQueries):
         # Rows go in key order: PostgreSQL locks unique-index entries in statement order, so
         # two transactions inserting shared keys in different orders would deadlock.
         ordered = [firsts[key] for key in sorted(firsts)]
-        async with self._connection()._in_transaction() as conn:
-            inserted = await self._insert_events(conn, ordered, now)
-            results, duplicates = _attribute(batches, firsts, inserted)
-            await self._insert_rejects(conn, rejects, now)
-            await self._count_duplicates(conn, duplicates)
+        results: list[IngestResult] = []
+
+        def then(inserted: set[tuple[str, str]]) -> list[Statement]:
+            attributed, duplicates = _attribute(batches, firsts, inserted)
+            results.extend(attributed)
+            return self._reject_statements(rejects, now) + self._counter_statements(duplicates)
+
+        await self._write(self._event_statements(ordered, now), then)
         return results
 
-    async def _insert_events(
-        self, conn: Any, events: list[NewEvent], now: datetime
-    ) -> set[tuple[str, str]]:
-        inserted: set[tuple[str, str]] = set()
+    async def _write(
+        self, inserts: list[Statement], then: Callable[[set[tuple[str, str]]], list[Statement]]
+    ) -> None:
+        """In one transaction: run `inserts` (RETURNING source, dedup_key), then `then`'s."""
+        if self.dialect is Dialect.SQLITE:
+            # One trip to the SQLite thread for the whole transaction instead of one per
+            # statement: the writer's round trips were what held ingest back.
+            async with self._connection().acquire_connection() as connection:
+                await connection._execute(_sqlite_write, connection._conn, inserts, then)
+            return
+        async with self._connection()._in_transaction() as conn:
+            inserted: set[tuple[str, str]] = set()
+            for sql, params in inserts:
+                for row in await conn.execute_query_dict(sql, params):
+                    inserted.add((row["source"], row["dedup_key"]))
+            for sql, params in then(inserted):
+                await conn.execute_query_dict(sql, params)
+
+    def _event_statements(self, events: list[NewEvent], now: datetime) -> list[Statement]:
         stamp = self._db_time(now)
+        statements = []
         for start in range(0, len(events), ROWS_PER_STATEMENT):
-            chunk = events[start : start + ROWS_PER_STATEMENT]
             rows = [
                 (e.source, e.dedup_key, e.event_type, self._db_time(e.event_time),
                  e.fields_json, e.payload, "pending", 0, stamp, stamp, stamp)
-                for e in chunk
+                for e in events[start : start + ROWS_PER_STATEMENT]
             ]
-            sql, params = insert_rows(
+            statements.append(insert_rows(
                 self.dialect,
                 "nudgespot_event",
                 EVENT_INSERT_COLUMNS,
                 rows,
                 suffix="ON CONFLICT (source, dedup_key) DO NOTHING RETURNING source, dedup_key",
-            )
-            for row in await conn.execute_query_dict(sql, params):
-                inserted.add((row["source"], row["dedup_key"]))
-        return inserted
+            ))
+        return statements
 
-    async def _insert_rejects(self, conn: Any, rejects: list[NewReject], now: datetime) -> None:
-        for start in range(0, len(rejects), ROWS_PER_STATEMENT):
-            rows = [
-                (r.source, r.body_index, r.payload, r.reason, now)
-                for r in rejects[start : start + ROWS_PER_STATEMENT]
-            ]
-            sql, params = insert_rows(
-                self.dialect, "nudgespot_rejected", REJECT_INSERT_COLUMNS, rows
+    def _reject_statements(self, rejects: list[NewReject], now: datetime) -> list[Statement]:
+        stamp = self._db_time(now)
+        return [
+            insert_rows(
+                self.dialect,
+                "nudgespot_rejected",
+                REJECT_INSERT_COLUMNS,
+                [(r.source, r.body_index, r.payload, r.reason, stamp)
+                 for r in rejects[start : start + ROWS_PER_STATEMENT]],
             )
-            await conn.execute_query_dict(sql, params)
+            for start in range(0, len(rejects), ROWS_PER_STATEMENT)
+        ]
 
-    async def _count_duplicates(self, conn: Any, duplicates: dict[str, int]) -> None:
-        for source, count in sorted(duplicates.items()):
-            sql, params = insert_rows(
+    def _counter_statements(self, duplicates: dict[str, int]) -> list[Statement]:
+        return [
+            insert_rows(
                 self.dialect,
                 "nudgespot_source_counter",
                 ("source", "duplicates"),
@@ -281,7 +302,8 @@ class Store(AdminQueries):
                     "nudgespot_source_counter.duplicates + excluded.duplicates"
                 ),
             )
-            await conn.execute_query_dict(sql, params)
+            for source, count in sorted(duplicates.items())
+        ]
 
     # --- the publisher's side -------------------------------------------------------------
 
@@ -380,6 +402,25 @@ class Store(AdminQueries):
 
 def _chunks(items: Sequence[Any], size: int = ROWS_PER_STATEMENT) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _sqlite_write(
+    connection: sqlite3.Connection,
+    inserts: list[Statement],
+    then: Callable[[set[tuple[str, str]]], list[Statement]],
+) -> None:
+    """Run a write transaction on the SQLite connection's own thread (see Store._write)."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        inserted: set[tuple[str, str]] = set()
+        for sql, params in inserts:
+            inserted.update((row[0], row[1]) for row in connection.execute(sql, params))
+        for sql, params in then(inserted):
+            connection.execute(sql, params)
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
 
 
 def _attribute(
