@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bench.loadgen import event
-from inbound.parse import Accepted, dump, parse_event
+from inbound.parse import Accepted, parse_event
 from models import IngestBatch, NewEvent, Store
 from service.config import load_settings
 
@@ -41,7 +41,7 @@ async def preload(config: str, count: int, run: str) -> None:
         chunk: list[NewEvent] = []
         for a in accepted_events(count, run):
             chunk.append(NewEvent("default", a.dedup_key, a.event_type, a.event_time,
-                                  dump(a.fields), a.payload))
+                                  a.fields_json, a.payload))
             if len(chunk) == CHUNK:
                 await store.ingest([IngestBatch(events=chunk)])
                 chunk = []

@@ -58,6 +58,7 @@ class Accepted:
     event_time: datetime
     fields: dict[str, Any]
     payload: str
+    fields_json: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ def decode_body(raw: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise BodyError(f"body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise BodyError(f"body is not valid JSON: {exc.msg} at {where}") from None
@@ -163,24 +164,30 @@ def parse_event(
 ) -> Accepted | Rejected:
     """Validate and normalize one event candidate; `payload` is its text as received."""
     if payload is None:
-        payload = dump(obj)
+        try:
+            payload = dump(obj)
+        except (ValueError, RecursionError):
+            payload = json.dumps(repr(obj)[:10000])
     try:
         event_type, event_time, fields = _normalize(obj, now)
         dedup_key = _explicit_id(obj) or fallback_key(event_type, event_time, fields)
+        fields_json = dump(fields)
     except Invalid as exc:
         return Rejected(index, str(exc), payload)
-    return Accepted(index, event_type, dedup_key, event_time, fields, payload)
+    except (ValueError, RecursionError):
+        return Rejected(index, "event cannot be stored as JSON (a value out of range?)", payload)
+    return Accepted(index, event_type, dedup_key, event_time, fields, payload, fields_json)
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
 def dump(value: Any) -> str:
-    """Serialize to compact ASCII JSON (safe for any database text column)."""
-    try:
-        return _ENCODER.encode(value)
-    except (ValueError, RecursionError):
-        return json.dumps(repr(value)[:10000])
+    """Serialize to compact ASCII JSON (safe for any database text column).
+
+    Raises ValueError (non-finite numbers) or RecursionError (absurd nesting).
+    """
+    return _ENCODER.encode(value)
 
 
 def _normalize(obj: Any, now: datetime) -> tuple[str, datetime, dict[str, Any]]:
@@ -200,7 +207,7 @@ def _normalize(obj: Any, now: datetime) -> tuple[str, datetime, dict[str, Any]]:
     if properties is not None:
         if not isinstance(properties, dict):
             raise Invalid(f"'properties' must be an object, not {_json_type(properties)}")
-        _check_unicode(properties, "properties")
+        _check_values(properties, "properties")
         if properties:
             fields["properties"] = properties
     return event_type, event_time, fields
@@ -333,25 +340,30 @@ def _check_text(value: str, where: str) -> None:
         raise Invalid(f"'{where}' contains invalid Unicode (a lone surrogate)") from None
 
 
-def _check_unicode(value: Any, where: str) -> None:
-    for text in _strings(value):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise Invalid(f"'{where}' contains invalid Unicode (a lone surrogate)") from None
+def _check_values(value: Any, where: str) -> None:
+    """Refuse what no message can carry: lone surrogates, numbers beyond a double (1e400)."""
+    for item in _leaves(value):
+        if isinstance(item, float) and not math.isfinite(item):
+            raise Invalid(f"'{where}' holds a number out of range")
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise Invalid(f"'{where}' contains invalid Unicode (a lone surrogate)") from None
 
 
-def _strings(value: Any) -> Iterator[str]:
+def _leaves(value: Any) -> Iterator[Any]:
+    """Yield every scalar and key inside a JSON value."""
     stack = [value]
     while stack:
         item = stack.pop()
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, dict):
-            yield from (k for k in item if isinstance(k, str))
+        if isinstance(item, dict):
+            yield from item
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+        else:
+            yield item
 
 
 def _put(fields: dict[str, Any], name: str, value: str | None) -> None:

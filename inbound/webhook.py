@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from inbound.parse import Accepted, BodyError, Rejected, dump, parse_body
+from inbound.parse import Accepted, BodyError, Rejected, parse_body
 from inbound.signature import SIGNATURE_HEADER, signature_problem, tokens_equal
 from models import DatabaseUnavailable, IngestBatch, IngestResult, NewEvent, NewReject
 
@@ -133,11 +133,17 @@ class Webhook:
             shown = request.content_type or "none"
             raise WebhookError(415, f"Content-Type must be application/json, not {shown[:80]}")
         chunks, size = [], 0
-        async for chunk in request.content.iter_chunked(65536):
-            size += len(chunk)
-            if size > self._max_body_bytes:
-                raise WebhookError(413, f"body is larger than {self._max_body_bytes} bytes")
-            chunks.append(chunk)
+        try:
+            async for chunk in request.content.iter_chunked(65536):
+                size += len(chunk)
+                if size > self._max_body_bytes:
+                    raise WebhookError(413, f"body is larger than {self._max_body_bytes} bytes")
+                chunks.append(chunk)
+        except web.RequestPayloadError as exc:  # e.g. Content-Encoding: gzip on plain bytes
+            # The connection's parser is broken past repair: answer, then close it, so the
+            # client does not send its next request down a connection about to drop.
+            raise WebhookError(400, "body could not be read (bad Content-Encoding?)",
+                               close=True) from exc
         return b"".join(chunks)
 
     def _authenticate_signature(
@@ -191,7 +197,7 @@ class Webhook:
 
 def _batch(source: str, accepted: list[Accepted], rejected: list[Rejected]) -> IngestBatch:
     events = [
-        NewEvent(source, a.dedup_key, a.event_type, a.event_time, dump(a.fields), a.payload)
+        NewEvent(source, a.dedup_key, a.event_type, a.event_time, a.fields_json, a.payload)
         for a in accepted
     ]
     rejects = [NewReject(source, r.index, r.payload, r.reason) for r in rejected]
@@ -206,9 +212,14 @@ def _body_text(body: bytes) -> str:
 def _error(exc: WebhookError) -> web.Response:
     headers = {}
     retry_after = exc.extra.pop("retry_after", None)
+    close = exc.extra.pop("close", False)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    return web.json_response({"error": exc.error, **exc.extra}, status=exc.status, headers=headers)
+    response = web.json_response({"error": exc.error, **exc.extra}, status=exc.status,
+                                 headers=headers)
+    if close:
+        response.force_close()
+    return response
 
 
 def _log_request(outcome: RequestOutcome) -> None:

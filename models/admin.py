@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -308,9 +307,5 @@ def _add_status_row(stats: SourceStats, row: dict[str, Any]) -> None:
 
 
 def payload_preview(payload: str, limit: int = 300) -> str:
-    """Return a compact, bounded rendering of a stored payload."""
-    try:
-        text = json.dumps(json.loads(payload), ensure_ascii=False)
-    except ValueError:
-        text = payload
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Return a stored payload, bounded; shown as stored (never re-parsed, whatever it is)."""
+    return payload if len(payload) <= limit else payload[: limit - 1] + "…"

@@ -64,6 +64,15 @@ def claim_params(
     return [owner, now + timedelta(seconds=lease_s), now, source, limit]
 
 
+def _fields(text: str) -> dict[str, Any]:
+    """Decode stored fields; something unreadable becomes {} and fails mapping on its own."""
+    try:
+        fields = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    return fields if isinstance(fields, dict) else {}
+
+
 def claimed_from_row(row: dict[str, Any]) -> ClaimedEvent:
     event_time = as_datetime(row["event_time"])
     assert event_time is not None
@@ -73,7 +82,7 @@ def claimed_from_row(row: dict[str, Any]) -> ClaimedEvent:
         dedup_key=row["dedup_key"],
         event_type=row["event_type"],
         event_time=event_time,
-        fields=json.loads(row["fields_json"]),
+        fields=_fields(row["fields_json"]),
         attempts=int(row["attempts"]),
         received_at=as_datetime(row["received_at"]),
     )

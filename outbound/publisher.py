@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import itertools
 import logging
 import time
@@ -117,7 +119,12 @@ class SegmentPublisher:
         self._scheduler: AsyncIOScheduler | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._run_lock = asyncio.Lock()
-        self._dirty = False
+        self._wakes = 0  # counts wake() calls; workers compare it to notice new events
+        self._woken = asyncio.Event()  # set (and replaced) by each wake()
+        self._busy: collections.Counter[str] = collections.Counter()  # batches in flight
+        # With several sources, one (perhaps hanging) source never takes every worker.
+        concurrency = options.concurrency
+        self._per_source_limit = concurrency if len(sources) < 2 else max(1, concurrency - 1)
         self._wake_scheduled = False
         self._stopping = False
         self._run_task: asyncio.Task[Any] | None = None
@@ -173,7 +180,9 @@ class SegmentPublisher:
 
     def wake(self, source: str) -> None:
         """Note that `source` has new events; run the job now if it is idle."""
-        self._dirty = True
+        self._wakes += 1
+        self._woken.set()
+        self._woken = asyncio.Event()
         if self._run_lock.locked() or self._wake_scheduled or self._stopping:
             return
         job = self._scheduler.get_job(JOB_ID) if self._scheduler is not None else None
@@ -192,10 +201,10 @@ class SegmentPublisher:
             try:
                 while not self._stopping:
                     self._wake_scheduled = False
-                    self._dirty = False
+                    seen = self._wakes
                     workers = [self._worker() for _ in range(self._options.concurrency)]
                     await asyncio.gather(*workers)
-                    if not self._dirty:
+                    if self._wakes == seen:  # nothing was stored while the workers finished
                         break
             except asyncio.CancelledError:
                 logger.info("publisher run cancelled at shutdown; unsettled leases are released")
@@ -205,16 +214,29 @@ class SegmentPublisher:
                 self._run_task = None
 
     async def _worker(self) -> None:
+        """Claim and publish until nothing is due and no other worker is still sending."""
         while not self._stopping:
+            # Taken before the claim: a wake after this point is never missed.
+            seen, woken = self._wakes, self._woken
             claim = await self._claim_next()
             if claim is None:
-                return
+                if not self._busy and self._wakes == seen:
+                    return
+                # Another worker is still sending (maybe to a slow endpoint): stay, so that
+                # events stored meanwhile, of any source, do not wait for it.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), self._options.interval_s)
+                continue
             source, events = claim
+            self._busy[source.name] += 1
             self._inflight.update(e.id for e in events)
             try:
                 await self._publish(source, events)
             finally:
                 self._inflight.difference_update(e.id for e in events)
+                self._busy[source.name] -= 1
+                if not self._busy[source.name]:
+                    del self._busy[source.name]
             if len(events) < self._options.batch_max_events and self._options.linger_s:
                 await asyncio.sleep(self._options.linger_s)
 
@@ -224,6 +246,8 @@ class SegmentPublisher:
             source = self._sources[next(self._rotation)]
             if self._held_until(source.name) is not None:
                 continue
+            if self._busy[source.name] >= self._per_source_limit:
+                continue  # leave a worker for the other sources
             events = await store.claim(
                 source.name,
                 owner=self.owner,
@@ -260,17 +284,23 @@ class SegmentPublisher:
             messages = []
             key = mapping.user_key(event.fields)
             identifies = key if key in needs_identify else None
-            if identifies:  # the identify goes right before this user's first track
-                needs_identify.discard(key)
+            try:
+                if identifies:  # the identify goes right before this user's first track
+                    messages.append(
+                        mapping.identify(source.name, event.event_time, event.fields, version)
+                    )
                 messages.append(
-                    mapping.identify(source.name, event.event_time, event.fields, version)
+                    mapping.track(source.name, event.dedup_key, event.event_type,
+                                  event.event_time, event.fields, version)
                 )
-            messages.append(
-                mapping.track(source.name, event.dedup_key, event.event_type,
-                              event.event_time, event.fields, version)
-            )
-            unit = Unit(event.id, messages, attempts=event.attempts, identifies=identifies,
-                        received_at=event.received_at)
+                unit = Unit(event.id, messages, attempts=event.attempts, identifies=identifies,
+                            received_at=event.received_at)
+            except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+                # A stored event that cannot become a message fails alone, not its batch.
+                dead[event.id] = f"cannot map event: {type(exc).__name__}: {str(exc)[:200]}"
+                continue
+            if identifies:
+                needs_identify.discard(key)
             reason = oversize_reason(unit)
             if reason is None:
                 units.append(unit)

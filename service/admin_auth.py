@@ -62,7 +62,9 @@ def _refusal(request: web.Request, token: str) -> web.Response | None:
             status=403,
         )
     secret = presented_secret(request.headers.get("Authorization", ""))
-    if secret is not None and hmac.compare_digest(secret.encode(), token.encode()):
+    # Header text may carry undecodable bytes (as surrogates): compare the bytes as sent.
+    given = secret.encode("utf-8", "surrogateescape") if secret is not None else None
+    if given is not None and hmac.compare_digest(given, token.encode()):
         return None
     return web.json_response(
         {"error": "admin credentials required (Bearer token, or Basic with it as password)"},

@@ -69,6 +69,9 @@ class AdminViews:
         try:
             document = json.loads(await request.read() or b"{}")
             replay = replay_request(document)
+        except RecursionError:
+            return web.json_response({"error": "bad replay request: nested too deeply"},
+                                     status=400)
         except (ValueError, ReplayRequestError) as exc:
             return web.json_response({"error": f"bad replay request: {exc}"}, status=400)
         try:

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from inbound.aliases import EVENT_ALIASES
-from inbound.parse import Accepted, BodyError, dump, parse_body, parse_event
+from inbound.parse import Accepted, BodyError, parse_body, parse_event
 from models import IngestBatch, NewEvent, Store
 from models.admin import REPLAYABLE, ReplayFilter
 from models.base import utcnow
@@ -121,7 +121,7 @@ def _reparse(payload: str, body_index: int | None, now: datetime) -> list[Accept
 
 
 def _new_event(source: str, a: Accepted) -> NewEvent:
-    return NewEvent(source, a.dedup_key, a.event_type, a.event_time, dump(a.fields), a.payload)
+    return NewEvent(source, a.dedup_key, a.event_type, a.event_time, a.fields_json, a.payload)
 
 
 def _strings(document: Mapping[str, Any], key: str) -> list[str]:
@@ -132,13 +132,27 @@ def _strings(document: Mapping[str, Any], key: str) -> list[str]:
         value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ReplayRequestError(f"'{key}' must be a list of strings")
+    for item in value:
+        _check_text(item, key)
     return value
+
+
+def _check_text(value: str, key: str) -> None:
+    """Refuse text no database column can hold (NUL, lone surrogates)."""
+    if "\x00" in value:
+        raise ReplayRequestError(f"'{key}' contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ReplayRequestError(f"'{key}' contains invalid Unicode") from None
 
 
 def _optional_string(document: Mapping[str, Any], key: str) -> str | None:
     value = document.get(key)
     if value is not None and not isinstance(value, str):
         raise ReplayRequestError(f"'{key}' must be a string")
+    if value:
+        _check_text(value, key)
     return value or None
 
 
@@ -161,7 +175,10 @@ def _instant(document: Mapping[str, Any], key: str) -> datetime | None:
         raise ReplayRequestError(f"'{key}' must be an ISO 8601 time with a zone") from None
     if parsed.tzinfo is None:
         raise ReplayRequestError(f"'{key}' needs a time zone (e.g. Z)")
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise ReplayRequestError(f"'{key}' is out of range") from None
 
 
 def _event_type(name: str) -> str:
