@@ -20,6 +20,8 @@ class CountingSegment:
         self.requests = 0
         self.arrivals: dict[str, float] = {}
         self.watch = False
+        self.first_at: float | None = None  # when the first batch arrived
+        self.last_at: float | None = None  # when the last new messageId arrived
 
     async def batch(self, request: web.Request) -> web.Response:
         body = await request.read()
@@ -27,16 +29,22 @@ class CountingSegment:
         batch = json.loads(body)["batch"]
         self.requests += 1
         self.messages += len(batch)
+        if self.first_at is None:
+            self.first_at = now
+        before = len(self.ids)
         for message in batch:
             message_id = message["messageId"]
             self.ids.add(message_id)
             if self.watch:
                 self.arrivals.setdefault(message_id, now)
+        if len(self.ids) > before:
+            self.last_at = time.time()
         return web.json_response({"success": True})
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {"distinct": len(self.ids), "messages": self.messages, "requests": self.requests}
+            {"distinct": len(self.ids), "messages": self.messages, "requests": self.requests,
+             "first_at": self.first_at, "last_at": self.last_at}
         )
 
     async def arrivals_view(self, request: web.Request) -> web.Response:
@@ -45,6 +53,7 @@ class CountingSegment:
     async def reset(self, request: web.Request) -> web.Response:
         self.ids.clear()
         self.arrivals.clear()
+        self.first_at = self.last_at = None
         self.messages = self.requests = 0
         self.watch = request.query.get("watch") == "1"
         return web.json_response({"ok": True})

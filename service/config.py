@@ -55,7 +55,7 @@ class PublisherSettings:
     retry_base_s: float = 1.0
     retry_max_s: float = 600.0
     lease_s: float = 120.0
-    concurrency: int = 4
+    concurrency: int = 2
     batch_max_events: int = 2500
 
 
