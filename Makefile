@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint migrations clean bench
+.PHONY: run test lint migrations clean bench soak
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "nudgespot-segment needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -24,6 +24,11 @@ run: $(VENV)/.installed-run
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Resilience soak: tests/resilience with ×20 events and durations (crash, outage, PostgreSQL
+# restart, replicas). The default `make test` runs the same tests at their small sizes.
+soak: $(VENV)/.installed-test
+	NUDGESPOT_SOAK=1 $(BIN)/python -m pytest -q tests/resilience
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

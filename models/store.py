@@ -244,20 +244,30 @@ class Store(AdminQueries):
     async def _write(
         self, inserts: list[Statement], then: Callable[[set[tuple[str, str]]], list[Statement]]
     ) -> None:
-        """In one transaction: run `inserts` (RETURNING source, dedup_key), then `then`'s."""
+        """In one transaction: run `inserts` (RETURNING source, dedup_key), then `then`'s.
+
+        On SQLite the BEGIN IMMEDIATE lock makes the transaction the only writer; on
+        PostgreSQL the unique key decides between concurrent writers.
+        """
         if self.dialect is Dialect.SQLITE:
             # One trip to the SQLite thread for the whole transaction instead of one per
             # statement: the writer's round trips were what held ingest back.
             async with self._connection().acquire_connection() as connection:
                 await connection._execute(_sqlite_write, connection._conn, inserts, then)
             return
-        async with self._connection()._in_transaction() as conn:
+        # The pool's own connection and asyncpg's transaction, not tortoise's transaction
+        # context: when BEGIN fails on a connection a database restart killed, tortoise
+        # leaves the task's connection override on the dead connection (and never returns
+        # it to the pool), so the long-lived ingest writers kept answering 503 after
+        # PostgreSQL was back. This way the connection is always released.
+        async with self._connection().acquire_connection() as connection, \
+                connection.transaction():
             inserted: set[tuple[str, str]] = set()
             for sql, params in inserts:
-                for row in await conn.execute_query_dict(sql, params):
+                for row in await connection.fetch(sql, *params):
                     inserted.add((row["source"], row["dedup_key"]))
             for sql, params in then(inserted):
-                await conn.execute_query_dict(sql, params)
+                await connection.execute(sql, *params)
 
     def _event_statements(self, events: list[NewEvent], now: datetime) -> list[Statement]:
         stamp = self._db_time(now)
@@ -357,10 +367,11 @@ class Store(AdminQueries):
     async def mark_dead(self, errors: dict[int, str]) -> None:
         """Mark each event dead with its own reason."""
         now = utcnow()
-        async with self._connection()._in_transaction() as conn:
-            for event_id, error in errors.items():
-                sql, params = outbox.dead_sql(self.dialect, event_id, error=error[:2000], now=now)
-                await conn.execute_query_dict(sql, params)
+        statements = [
+            outbox.dead_sql(self.dialect, event_id, error=error[:2000], now=now)
+            for event_id, error in errors.items()
+        ]
+        await self._write([], lambda inserted: statements)
 
     @bound
     async def release(self, ids: Sequence[int], *, owner: str) -> None:
