@@ -158,6 +158,14 @@ class Bench:
             wait_http(f"http://127.0.0.1:{self.service_port()}/readyz")
             yield proc
 
+    def wait_drained(self, timeout_s: float = 600) -> None:
+        deadline = time.monotonic() + timeout_s
+        status_url = f"http://127.0.0.1:{self.service_port()}/status"
+        while any(s["pending"] for s in http_json(status_url)["sources"].values()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the service did not drain its backlog")
+            time.sleep(0.5)
+
     def fake(self, path: str, method: str = "GET") -> Any:
         return http_json(f"http://127.0.0.1:{self.segment_port}{path}", method)
 
@@ -242,6 +250,7 @@ class Bench:
 
         duration = 4 if self.quick else 20
         with self.service():
+            self.wait_drained()  # what earlier steps left is not this figure's latency
             self.fake("/reset?watch=1", "POST")
             url = f"http://127.0.0.1:{self.service_port()}/webhooks/nudgespot/{TOKEN}"
             sent = loadgen("paced", "--url", url, "--run", "lat", "--rate", "500",
