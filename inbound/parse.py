@@ -325,11 +325,12 @@ def _text(value: Any, where: str, *, is_id: bool) -> str | None:
     if not isinstance(value, str):
         kind = "a string or integer" if is_id else "a string"
         raise Invalid(f"'{where}' must be {kind}, not {_json_type(value)}")
-    _check_text(value, where)
+    check_text(value, where)
     return value or None
 
 
-def _check_text(value: str, where: str) -> None:
+def check_text(value: str, where: str) -> None:
+    """Raise Invalid for text no database column or message can carry (NUL, lone surrogate)."""
     if "\x00" in value:
         raise Invalid(f"'{where}' contains a NUL character")
     if value.isascii():  # the common case: no surrogate can hide in ASCII

@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from inbound.aliases import EVENT_ALIASES
-from inbound.parse import Accepted, BodyError, parse_body, parse_event
+from inbound.parse import Accepted, BodyError, Invalid, check_text, parse_body, parse_event
 from models import IngestBatch, NewEvent, Store
 from models.admin import REPLAYABLE, ReplayFilter
 from models.base import utcnow
@@ -138,13 +138,10 @@ def _strings(document: Mapping[str, Any], key: str) -> list[str]:
 
 
 def _check_text(value: str, key: str) -> None:
-    """Refuse text no database column can hold (NUL, lone surrogates)."""
-    if "\x00" in value:
-        raise ReplayRequestError(f"'{key}' contains a NUL character")
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ReplayRequestError(f"'{key}' contains invalid Unicode") from None
+        check_text(value, key)
+    except Invalid as exc:
+        raise ReplayRequestError(str(exc)) from None
 
 
 def _optional_string(document: Mapping[str, Any], key: str) -> str | None:
