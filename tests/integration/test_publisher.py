@@ -35,8 +35,9 @@ from tests.conftest import (
     make_settings,
     with_source,
 )
+from tests.examples import EXAMPLE_BODY, EXAMPLE_TRACKS
 from tests.fake_segment import FakeSegment, _basic_user
-from tests.unit.test_mapping import EXAMPLE_BODY, EXAMPLE_TRACKS, without_generated
+from tests.unit.test_mapping import without_generated
 
 UTC = timezone.utc
 MAX_ATTEMPTS = 3

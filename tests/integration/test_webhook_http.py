@@ -23,46 +23,14 @@ from models.tables import Event, RejectedEvent, SourceCounter
 from service.app import STORE, create_app
 from service.config import Settings
 from tests.conftest import OTHER_TOKEN, TOKEN, make_settings, with_source
+from tests.examples import EXAMPLE_BODY
 
 UNREACHABLE_POSTGRES_URL = "postgres://root@127.0.0.1:1/x"
 SECRET = "s3cret"
 SMALL_LIMIT = 2048
 JSON_HEADERS = {"Content-Type": "application/json"}
 
-# The request of docs/examples.md, byte for byte in meaning.
-EXAMPLES_BODY = [
-    {
-        "id": "ev-1001",
-        "event": "email_delivered",
-        "timestamp": "2026-11-20T09:30:00Z",
-        "subscriber": {"uid": "42", "email": "ada@example.com", "first_name": "Ada"},
-        "message": {
-            "id": "msg-77",
-            "subject": "Your receipt",
-            "campaign_id": "c-9",
-            "campaign_name": "Receipts",
-        },
-    },
-    {
-        "id": "ev-1002",
-        "event": "click",
-        "timestamp": 1795167060,
-        "user": {"email": "bob@example.com"},
-        "mail_id": "msg-78",
-        "subject": "Spring sale",
-        "link": {"id": "l-3", "url": "https://shop.example.com/sale"},
-        "ip": "203.0.113.9",
-        "user_agent": "Mozilla/5.0",
-        "properties": {"variant": "B", "campaign_id": "ignored"},
-    },
-    {
-        "event": "unsubscribed",
-        "timestamp": 1795167120000,
-        "subscriber": {"uid": "42", "email": "ada@example.com"},
-        "message": {"id": "msg-77"},
-        "list": {"id": "news", "name": "Newsletter"},
-    },
-]
+EXAMPLES_BODY = EXAMPLE_BODY  # the request of docs/examples.md
 
 ClientFactory = Callable[..., Awaitable[TestClient]]
 
