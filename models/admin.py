@@ -304,8 +304,3 @@ def _add_status_row(stats: SourceStats, row: dict[str, Any]) -> None:
             stats.last_delivery_at = last
     elif status == "dead":
         stats.dead += n
-
-
-def payload_preview(payload: str, limit: int = 300) -> str:
-    """Return a stored payload, bounded; shown as stored (never re-parsed, whatever it is)."""
-    return payload if len(payload) <= limit else payload[: limit - 1] + "…"

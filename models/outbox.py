@@ -137,28 +137,22 @@ def dead_sql(
     return sql, [error, now, event_id]
 
 
-def release_sql(dialect: Dialect, owner: str, ids: Sequence[int]) -> tuple[str, list[Any]]:
-    """Give leased events back without counting an attempt (clean shutdown)."""
-    p = dialect.placeholder
-    sql = (
-        f"UPDATE nudgespot_event SET lease_owner = NULL, lease_expires_at = NULL "
-        f"WHERE lease_owner = {p(1)} AND status = 'pending' "
-        f"AND id IN ({in_list(dialect, ids, 2)})"
-    )
-    return sql, [owner, *ids]
-
-
-def postpone_sql(
-    dialect: Dialect, owner: str, ids: Sequence[int], until: datetime
+def release_sql(
+    dialect: Dialect, owner: str, ids: Sequence[int], until: datetime | None = None
 ) -> tuple[str, list[Any]]:
-    """Give leased events back to be tried at `until`, without counting an attempt."""
+    """Give leased events back without counting an attempt; with `until`, not before then."""
     p = dialect.placeholder
+    params: list[Any] = [owner]
+    later = ""
+    if until is not None:
+        params.append(until)
+        later = f", next_attempt_at = {p(2)}"
     sql = (
-        f"UPDATE nudgespot_event SET lease_owner = NULL, lease_expires_at = NULL, "
-        f"next_attempt_at = {p(1)} WHERE lease_owner = {p(2)} AND status = 'pending' "
-        f"AND id IN ({in_list(dialect, ids, 3)})"
+        f"UPDATE nudgespot_event SET lease_owner = NULL, lease_expires_at = NULL{later} "
+        f"WHERE lease_owner = {p(1)} AND status = 'pending' "
+        f"AND id IN ({in_list(dialect, ids, len(params) + 1)})"
     )
-    return sql, [until, owner, *ids]
+    return sql, [*params, *ids]
 
 
 def hold_sql(dialect: Dialect, source: str, until: datetime) -> tuple[str, list[Any]]:

@@ -374,17 +374,12 @@ class Store(AdminQueries):
         await self._write([], lambda inserted: statements)
 
     @bound
-    async def release(self, ids: Sequence[int], *, owner: str) -> None:
-        """Give back leased events without counting an attempt."""
+    async def release(
+        self, ids: Sequence[int], *, owner: str, until: datetime | None = None
+    ) -> None:
+        """Give back leased events without counting an attempt (claimable from `until`)."""
         for chunk in _chunks(ids):
-            sql, params = outbox.release_sql(self.dialect, owner, chunk)
-            await self._connection().execute_query_dict(sql, params)
-
-    @bound
-    async def postpone(self, ids: Sequence[int], *, owner: str, until: datetime) -> None:
-        """Give back leased events to be claimed again from `until`, no attempt counted."""
-        for chunk in _chunks(ids):
-            sql, params = outbox.postpone_sql(self.dialect, owner, chunk, until)
+            sql, params = outbox.release_sql(self.dialect, owner, chunk, until)
             await self._connection().execute_query_dict(sql, params)
 
     @bound

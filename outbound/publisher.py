@@ -269,7 +269,7 @@ class SegmentPublisher:
             until = self._held_until(source.name)
             if until is not None:  # Segment asked us to wait: give the rest back untouched
                 rest = [i for b in batches[position:] for i in b.event_ids]
-                await store.postpone(rest, owner=self.owner, until=until)
+                await store.release(rest, owner=self.owner, until=until)
                 return
             await self._send(source, batch)
 

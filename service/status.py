@@ -7,9 +7,14 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from models.admin import SourceStats, StoredProblem, payload_preview
+from models.admin import SourceStats, StoredProblem
 
 REFRESH_S = 10
+
+
+def payload_preview(payload: str, limit: int = 300) -> str:
+    """Return a stored payload, bounded; shown as stored (never re-parsed, whatever it is)."""
+    return payload if len(payload) <= limit else payload[: limit - 1] + "…"
 
 
 def _iso(value: datetime | None) -> str | None:

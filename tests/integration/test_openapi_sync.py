@@ -260,7 +260,6 @@ class Case:
     run: Call
     status: int  # what the service answers (checked too, so the case means what it says)
     unreachable_db: bool = False
-    bug: str = ""  # a known production bug that makes this case fail
 
 
 WEBHOOK = "/webhooks/nudgespot/{token}"
@@ -329,11 +328,7 @@ def response_spec(spec: dict[str, Any], case: Case, status: int) -> dict[str, An
     return resolve(spec, response["$ref"]) if "$ref" in response else response
 
 
-PARAMS = [
-    pytest.param(c, id=c.name,
-                 marks=[pytest.mark.xfail(reason=c.bug, strict=True)] if c.bug else [])
-    for c in CASES
-]
+PARAMS = [pytest.param(c, id=c.name) for c in CASES]
 
 
 @pytest.mark.parametrize("case", PARAMS)

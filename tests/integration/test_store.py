@@ -322,7 +322,7 @@ async def test_concurrent_ingests_through_two_stores_on_one_database_store_each_
 
 
 async def test_concurrent_ingests_of_the_same_keys_in_opposite_orders_all_succeed(
-    store: Store, db_url: str, request: pytest.FixtureRequest
+    store: Store
 ) -> None:
     # Writers inserting k0..k999 and k999..k0 at the same time, each on its own connection.
     # PostgreSQL locks a unique-index entry per inserted row, in statement order, so this

@@ -547,7 +547,7 @@ async def test_same_events_in_20_concurrent_requests_are_stored_once(client: Tes
 
 
 async def test_concurrent_requests_with_the_same_events_in_opposite_orders_all_succeed(
-    client: TestClient, db_url: str, request: pytest.FixtureRequest
+    client: TestClient
 ) -> None:
     for round_ in range(2):  # more than once, so that a lucky interleaving cannot hide it
         events = [event(f"oo-{round_}-{i:04d}") for i in range(1000)]
