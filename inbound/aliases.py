@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-EVENT_TYPES = (
-    "email_sent",
-    "email_delivered",
-    "email_opened",
-    "email_clicked",
-    "email_bounced",
-    "email_unsubscribed",
-    "email_marked_as_spam",
-)
+from models.schema import SEGMENT_EVENT_NAMES
+
+EVENT_TYPES = tuple(SEGMENT_EVENT_NAMES)
 
 _ALIASES = {
     "email_sent": ("sent",),
@@ -27,3 +21,4 @@ EVENT_ALIASES: dict[str, str] = {
     for canonical in EVENT_TYPES
     for name in (canonical, *_ALIASES[canonical])
 }
+

@@ -62,12 +62,24 @@ class Accepted:
 
 
 @dataclass(frozen=True, slots=True)
+class Ignored:
+    """An event the source's format drops on purpose (listed under `ignore`); never stored."""
+
+    index: int
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
     """An event that failed validation, with the reason and what was received."""
 
     index: int
     reason: str
     payload: str
+
+
+Parsed = Accepted | Rejected | Ignored
 
 
 def _reject_constant(name: str) -> Any:
@@ -192,7 +204,7 @@ def dump(value: Any) -> str:
 
 def _normalize(obj: Any, now: datetime) -> tuple[str, datetime, dict[str, Any]]:
     if not isinstance(obj, dict):
-        raise Invalid(f"event must be a JSON object, not {_json_type(obj)}")
+        raise Invalid(f"event must be a JSON object, not {json_type(obj)}")
     event_type = _event_type(obj)
     event_time = parse_timestamp(obj.get("timestamp"), now)
     fields: dict[str, Any] = {}
@@ -202,12 +214,12 @@ def _normalize(obj: Any, now: datetime) -> tuple[str, datetime, dict[str, Any]]:
     _nested(obj, "list", LIST_FIELDS, fields)
     _nested(obj, "bounce", BOUNCE_FIELDS, fields)
     for key in ("ip", "user_agent"):
-        _put(fields, key, _text(obj.get(key), key, is_id=False))
+        _put(fields, key, text_value(obj.get(key), key, is_id=False))
     properties = obj.get("properties")
     if properties is not None:
         if not isinstance(properties, dict):
-            raise Invalid(f"'properties' must be an object, not {_json_type(properties)}")
-        _check_values(properties, "properties")
+            raise Invalid(f"'properties' must be an object, not {json_type(properties)}")
+        check_values(properties, "properties")
         if properties:
             fields["properties"] = properties
     return event_type, event_time, fields
@@ -218,34 +230,37 @@ def _event_type(obj: dict[str, Any]) -> str:
     if value is None:
         raise Invalid("missing required field 'event'")
     if not isinstance(value, str):
-        raise Invalid(f"'event' must be a string, not {_json_type(value)}")
+        raise Invalid(f"'event' must be a string, not {json_type(value)}")
     canonical = EVENT_ALIASES.get(value.strip().lower())
     if canonical is None:
         raise Invalid(f"unknown event {value[:80]!r}")
     return canonical
 
 
-def parse_timestamp(value: Any, now: datetime) -> datetime:
-    """Return the aware UTC instant of an ISO 8601 string (with zone), Unix seconds or ms."""
+def parse_timestamp(value: Any, now: datetime, unit: str = "auto") -> datetime:
+    """Return the aware UTC instant of an ISO 8601 string (with zone) or a Unix time.
+
+    `unit` says how numbers are read: "s", "ms", or "auto" (ms at or above 10^12).
+    """
     if value is None:
         raise Invalid("missing required field 'timestamp'")
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise Invalid(f"'timestamp' must be ISO 8601 or Unix time, not {_json_type(value)}")
+        raise Invalid(f"'timestamp' must be ISO 8601 or Unix time, not {json_type(value)}")
     if isinstance(value, str):
-        instant = _parse_timestamp_text(value.strip())
+        instant = _parse_timestamp_text(value.strip(), unit)
     else:
-        instant = _from_unix(value)
+        instant = _from_unix(value, unit)
     if instant < EARLIEST or instant > now + MAX_FUTURE:
         shown = instant.isoformat()
         raise Invalid(f"'timestamp' {shown} is out of range (2000-01-01 to now + 1 day)")
     return instant
 
 
-def _parse_timestamp_text(text: str) -> datetime:
+def _parse_timestamp_text(text: str, unit: str) -> datetime:
     if _is_number(text):
         if len(text) > MAX_NUMERIC_CHARS:
             raise Invalid(f"'timestamp' {text[:40]!r} is out of range")
-        return _from_unix(float(text) if "." in text else int(text))
+        return _from_unix(float(text) if "." in text else int(text), unit)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
@@ -263,10 +278,11 @@ def _is_number(text: str) -> bool:
     return digits.isascii() and digits.isdigit()
 
 
-def _from_unix(value: int | float) -> datetime:
+def _from_unix(value: int | float, unit: str) -> datetime:
     if value < 0 or value > MAX_UNIX_MS or not math.isfinite(value):
         raise Invalid(f"'timestamp' {str(value)[:40]} is out of range")
-    seconds = value / 1000 if value >= MS_THRESHOLD else value
+    in_ms = unit == "ms" or (unit == "auto" and value >= MS_THRESHOLD)
+    seconds = value / 1000 if in_ms else value
     try:
         return datetime.fromtimestamp(seconds, tz=timezone.utc)
     except (OverflowError, OSError, ValueError):
@@ -279,17 +295,17 @@ def _subscriber(obj: dict[str, Any], fields: dict[str, Any]) -> None:
     if subscriber is None:
         raise Invalid("missing required field 'subscriber' (or 'user')")
     if not isinstance(subscriber, dict):
-        raise Invalid(f"'{key}' must be an object, not {_json_type(subscriber)}")
+        raise Invalid(f"'{key}' must be an object, not {json_type(subscriber)}")
     for name, field, is_id in SUBSCRIBER_FIELDS:
-        _put(fields, name, _text(subscriber.get(field), f"{key}.{field}", is_id=is_id))
+        _put(fields, name, text_value(subscriber.get(field), f"{key}.{field}", is_id=is_id))
     if "user_id" not in fields and "email" not in fields:
         raise Invalid(f"'{key}' needs a 'uid' or an 'email'")
     email = fields.get("email")
-    if email is not None and not _looks_like_email(email):
+    if email is not None and not looks_like_email(email):
         raise Invalid(f"'{key}.email' is not an email address")
 
 
-def _looks_like_email(text: str) -> bool:
+def looks_like_email(text: str) -> bool:
     local, at, domain = text.rpartition("@")
     return (
         bool(at and local and domain)
@@ -306,17 +322,19 @@ def _nested(
 ) -> None:
     inner = obj.get(key)
     if inner is not None and not isinstance(inner, dict):
-        raise Invalid(f"'{key}' must be an object, not {_json_type(inner)}")
+        raise Invalid(f"'{key}' must be an object, not {json_type(inner)}")
     for name, inner_key, aliases, is_id in spec:
-        value = _text(inner.get(inner_key), f"{key}.{inner_key}", is_id=is_id) if inner else None
+        value = None
+        if inner:
+            value = text_value(inner.get(inner_key), f"{key}.{inner_key}", is_id=is_id)
         for alias in aliases:
             if value is not None:
                 break
-            value = _text(obj.get(alias), alias, is_id=is_id)
+            value = text_value(obj.get(alias), alias, is_id=is_id)
         _put(fields, name, value)
 
 
-def _text(value: Any, where: str, *, is_id: bool) -> str | None:
+def text_value(value: Any, where: str, *, is_id: bool) -> str | None:
     """Return a field's text; ids may also be integers. None and "" mean absent."""
     if value is None:
         return None
@@ -324,7 +342,7 @@ def _text(value: Any, where: str, *, is_id: bool) -> str | None:
         return str(value)
     if not isinstance(value, str):
         kind = "a string or integer" if is_id else "a string"
-        raise Invalid(f"'{where}' must be {kind}, not {_json_type(value)}")
+        raise Invalid(f"'{where}' must be {kind}, not {json_type(value)}")
     check_text(value, where)
     return value or None
 
@@ -341,7 +359,7 @@ def check_text(value: str, where: str) -> None:
         raise Invalid(f"'{where}' contains invalid Unicode (a lone surrogate)") from None
 
 
-def _check_values(value: Any, where: str) -> None:
+def check_values(value: Any, where: str) -> None:
     """Refuse what no message can carry: lone surrogates, numbers beyond a double (1e400)."""
     for item in _leaves(value):
         if isinstance(item, float) and not math.isfinite(item):
@@ -374,7 +392,7 @@ def _put(fields: dict[str, Any], name: str, value: str | None) -> None:
 
 def _explicit_id(obj: dict[str, Any]) -> str | None:
     for key in ("id", "event_id", "message_event_id"):
-        value = _text(obj.get(key), key, is_id=True)
+        value = text_value(obj.get(key), key, is_id=True)
         if value is not None:
             if len(value) > MAX_ID_CHARS:
                 raise Invalid(f"'{key}' is longer than {MAX_ID_CHARS} characters")
@@ -397,7 +415,7 @@ def fallback_key(event_type: str, event_time: datetime, fields: dict[str, Any]) 
     return f"sha256:{digest}"
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -8,16 +8,8 @@ from typing import Any
 
 from segment.analytics.version import VERSION as LIBRARY_VERSION
 
-SEGMENT_EVENT_NAMES = {
-    "email_sent": "Email Sent",
-    "email_delivered": "Email Delivered",
-    "email_opened": "Email Opened",
-    "email_clicked": "Email Link Clicked",
-    "email_bounced": "Email Bounced",
-    "email_unsubscribed": "Email Unsubscribed",
-    "email_marked_as_spam": "Email Marked as Spam",
-}
-INTEGRATION_NAME = "nudgespot"
+from models.schema import DEFAULT_FORMAT, EVENT_NAME_KEY, FORMAT_KEY, SEGMENT_EVENT_NAMES
+
 INTEGRATIONS = {"Nudgespot": False}  # keep the events from looping back into Nudgespot
 MESSAGE_ID_PREFIX = "nudgespot-"
 
@@ -33,6 +25,8 @@ TYPE_PROPERTIES = {
     "email_unsubscribed": (("list_id", "list_id"), ("list_name", "list_name")),
     "email_bounced": (("bounce_type", "bounce_type"), ("bounce_reason", "bounce_reason")),
 }
+# A custom event name is sent with every mapped property the event has.
+ALL_TYPE_PROPERTIES = tuple(pair for pairs in TYPE_PROPERTIES.values() for pair in pairs)
 TRAIT_FIELDS = ("email", "first_name", "last_name", "name")
 
 
@@ -63,7 +57,7 @@ def track(
     service_version: str,
 ) -> dict[str, Any]:
     """Return the Segment track message for a stored event."""
-    message: dict[str, Any] = {"type": "track", "event": SEGMENT_EVENT_NAMES[event_type]}
+    message: dict[str, Any] = {"type": "track", "event": event_name(event_type, fields)}
     message.update(_identity(fields))
     message["timestamp"] = segment_timestamp(event_time)
     message["properties"] = _properties(event_type, fields)
@@ -71,6 +65,11 @@ def track(
     message["integrations"] = dict(INTEGRATIONS)
     message["messageId"] = message_id(source, dedup_key)
     return message
+
+
+def event_name(event_type: str, fields: dict[str, Any]) -> str:
+    """Return the Segment event name: the Email spec's, or the custom name a format chose."""
+    return SEGMENT_EVENT_NAMES.get(event_type) or fields[EVENT_NAME_KEY]
 
 
 def identify(
@@ -97,11 +96,17 @@ def _identity(fields: dict[str, Any]) -> dict[str, str]:
 
 def _properties(event_type: str, fields: dict[str, Any]) -> dict[str, Any]:
     properties = dict(fields.get("properties") or {})
-    for field, name in COMMON_PROPERTIES + TYPE_PROPERTIES.get(event_type, ()):
+    for field, name in COMMON_PROPERTIES + _type_properties(event_type):
         value = fields.get(field)
         if value is not None:
             properties[name] = value
     return properties
+
+
+def _type_properties(event_type: str) -> tuple[tuple[str, str], ...]:
+    if event_type in SEGMENT_EVENT_NAMES:
+        return TYPE_PROPERTIES.get(event_type, ())
+    return ALL_TYPE_PROPERTIES
 
 
 def _traits(fields: dict[str, Any]) -> dict[str, str]:
@@ -117,6 +122,7 @@ def _context(fields: dict[str, Any], service_version: str) -> dict[str, Any]:
         context["ip"] = fields["ip"]
     if fields.get("user_agent") is not None:
         context["userAgent"] = fields["user_agent"]
-    context["integration"] = {"name": INTEGRATION_NAME, "version": service_version}
+    name = fields.get(FORMAT_KEY) or DEFAULT_FORMAT
+    context["integration"] = {"name": name, "version": service_version}
     context["library"] = {"name": "analytics-python", "version": LIBRARY_VERSION}
     return context
