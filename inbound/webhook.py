@@ -11,8 +11,9 @@ from typing import Any
 
 from aiohttp import web
 
-from inbound.parse import Accepted, BodyError, Rejected, parse_body
-from inbound.signature import SIGNATURE_HEADER, signature_problem, tokens_equal
+from inbound.formats import Format, NudgespotFormat
+from inbound.parse import Accepted, BodyError, Ignored, Rejected
+from inbound.signature import Verifier, basic_auth_problem, tokens_equal
 from models import DatabaseUnavailable, IngestBatch, IngestResult, NewEvent, NewReject
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,9 @@ class WebhookSource:
 
     name: str
     token: str
-    signing_secret: str = ""
+    format: Format = NudgespotFormat()
+    verifier: Verifier | None = None  # the format's signature check, when a secret is set
+    basic_auth: str = ""  # "user:password" expected in an Authorization: Basic header
 
     def __repr__(self) -> str:
         return f"WebhookSource(name={self.name!r})"
@@ -46,6 +49,7 @@ class RequestOutcome:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
+    ignored: int = 0
     seconds: float = 0.0
 
 
@@ -63,7 +67,7 @@ class WebhookError(Exception):
 
 
 class Webhook:
-    """The POST and GET handlers of /webhooks/nudgespot/{token}."""
+    """The POST and GET handlers of /webhooks/{token} (and /webhooks/nudgespot/{token})."""
 
     def __init__(
         self,
@@ -83,6 +87,8 @@ class Webhook:
     def routes(self) -> list[web.RouteDef]:
         """Return the routes to add to the application."""
         return [
+            web.post("/webhooks/{token}", self.post),
+            web.get("/webhooks/{token}", self.check),
             web.post("/webhooks/nudgespot/{token}", self.post),
             web.get("/webhooks/nudgespot/{token}", self.check),
         ]
@@ -149,38 +155,41 @@ class Webhook:
     def _authenticate_signature(
         self, source: WebhookSource, request: web.Request, body: bytes
     ) -> None:
-        if not source.signing_secret:
-            return
-        header = request.headers.get(SIGNATURE_HEADER)
-        problem = signature_problem(source.signing_secret, header, body, time.time())
-        if problem is not None:
-            raise WebhookError(401, problem)
+        if source.basic_auth:
+            problem = basic_auth_problem(source.basic_auth, request.headers.get("Authorization"))
+            if problem is not None:
+                raise WebhookError(401, problem)
+        if source.verifier is not None:
+            problem = source.verifier(request.headers, body, time.time())
+            if problem is not None:
+                raise WebhookError(401, problem)
 
     async def _ingest(
         self, source: WebhookSource, body: bytes
     ) -> tuple[web.Response, dict[str, int]]:
         try:
-            parsed = parse_body(body, datetime.now(timezone.utc))
+            parsed = source.format.parse(body, datetime.now(timezone.utc))
         except BodyError as exc:
             whole = NewReject(source.name, None, _body_text(body), str(exc))
             await self._store(IngestBatch(rejects=[whole]))
             raise WebhookError(400, str(exc)) from None
         accepted = [p for p in parsed if isinstance(p, Accepted)]
         rejected = [p for p in parsed if isinstance(p, Rejected)]
-        result = await self._store(_batch(source.name, accepted, rejected))
+        ignored = sum(1 for p in parsed if isinstance(p, Ignored))
+        result = await self._store(_batch(source.name, accepted, rejected, ignored))
         if result.accepted:
             self._on_stored(source.name)
-        answer = {
-            "accepted": result.accepted,
-            "duplicates": result.duplicates,
-            "rejected": [{"index": r.index, "error": r.reason} for r in rejected],
-        }
+        answer: dict[str, Any] = {"accepted": result.accepted, "duplicates": result.duplicates}
+        if source.format.ignores:  # the key is there for every answer of such a source
+            answer["ignored"] = ignored
+        answer["rejected"] = [{"index": r.index, "error": r.reason} for r in rejected]
         counts = {
             "accepted": result.accepted,
             "duplicates": result.duplicates,
             "rejected": len(rejected),
+            "ignored": ignored,
         }
-        if not accepted:
+        if not accepted and not ignored:
             error = {"error": "no event in the body could be accepted", **answer}
             return web.json_response(error, status=400), counts
         return web.json_response(answer), counts
@@ -195,13 +204,15 @@ class Webhook:
             ) from None
 
 
-def _batch(source: str, accepted: list[Accepted], rejected: list[Rejected]) -> IngestBatch:
+def _batch(
+    source: str, accepted: list[Accepted], rejected: list[Rejected], ignored: int
+) -> IngestBatch:
     events = [
         NewEvent(source, a.dedup_key, a.event_type, a.event_time, a.fields_json, a.payload)
         for a in accepted
     ]
     rejects = [NewReject(source, r.index, r.payload, r.reason) for r in rejected]
-    return IngestBatch(events=events, rejects=rejects)
+    return IngestBatch(events=events, rejects=rejects, ignored={source: ignored} if ignored else {})
 
 
 def _body_text(body: bytes) -> str:
@@ -224,11 +235,12 @@ def _error(exc: WebhookError) -> web.Response:
 
 def _log_request(outcome: RequestOutcome) -> None:
     logger.info(
-        "webhook source=%s status=%d accepted=%d duplicates=%d rejected=%d ms=%.1f",
+        "webhook source=%s status=%d accepted=%d duplicates=%d rejected=%d ignored=%d ms=%.1f",
         outcome.source,
         outcome.status,
         outcome.accepted,
         outcome.duplicates,
         outcome.rejected,
+        outcome.ignored,
         outcome.seconds * 1000,
     )

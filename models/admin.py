@@ -27,6 +27,7 @@ class SourceStats:
     dead: int = 0
     rejected: int = 0
     duplicates: int = 0
+    ignored: int = 0
     oldest_pending_at: datetime | None = None
     delivered_last_minute: int = 0
     delivered_last_hour: int = 0
@@ -136,10 +137,11 @@ class AdminQueries:
         ):
             of(row["source"]).rejected = int(row["n"])
         for row in await self._rows(
-            "SELECT source, duplicates, held_until FROM nudgespot_source_counter"
+            "SELECT source, duplicates, ignored, held_until FROM nudgespot_source_counter"
         ):
             s = of(row["source"])
             s.duplicates = int(row["duplicates"])
+            s.ignored = int(row["ignored"])
             s.held_until = as_datetime(row["held_until"])
         for source, s in stats.items():
             await self._last_error(source, s)

@@ -160,8 +160,8 @@ def hold_sql(dialect: Dialect, source: str, until: datetime) -> tuple[str, list[
     return insert_rows(
         dialect,
         "nudgespot_source_counter",
-        ("source", "duplicates", "held_until"),
-        [(source, 0, until)],
+        ("source", "duplicates", "ignored", "held_until"),
+        [(source, 0, 0, until)],
         suffix="ON CONFLICT (source) DO UPDATE SET held_until = excluded.held_until",
     )
 

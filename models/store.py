@@ -75,6 +75,7 @@ class IngestBatch:
 
     events: Sequence[NewEvent] = ()
     rejects: Sequence[NewReject] = ()
+    ignored: dict[str, int] = field(default_factory=dict)  # per source: dropped on purpose
 
 
 @dataclass(slots=True)
@@ -228,6 +229,10 @@ class Store(AdminQueries):
             for event in batch.events:
                 firsts.setdefault((event.source, event.dedup_key), event)
         rejects = [r for batch in batches for r in batch.rejects]
+        ignored: dict[str, int] = {}
+        for batch in batches:
+            for source, count in batch.ignored.items():
+                ignored[source] = ignored.get(source, 0) + count
         # Rows go in key order: PostgreSQL locks unique-index entries in statement order, so
         # two transactions inserting shared keys in different orders would deadlock.
         ordered = [firsts[key] for key in sorted(firsts)]
@@ -236,7 +241,8 @@ class Store(AdminQueries):
         def then(inserted: set[tuple[str, str]]) -> list[Statement]:
             attributed, duplicates = _attribute(batches, firsts, inserted)
             results.extend(attributed)
-            return self._reject_statements(rejects, now) + self._counter_statements(duplicates)
+            counters = self._counter_statements(duplicates, ignored)
+            return self._reject_statements(rejects, now) + counters
 
         await self._write(self._event_statements(ordered, now), then)
         return results
@@ -300,19 +306,22 @@ class Store(AdminQueries):
             for start in range(0, len(rejects), ROWS_PER_STATEMENT)
         ]
 
-    def _counter_statements(self, duplicates: dict[str, int]) -> list[Statement]:
+    def _counter_statements(
+        self, duplicates: dict[str, int], ignored: dict[str, int]
+    ) -> list[Statement]:
         return [
             insert_rows(
                 self.dialect,
                 "nudgespot_source_counter",
-                ("source", "duplicates"),
-                [(source, count)],
+                ("source", "duplicates", "ignored"),
+                [(source, duplicates.get(source, 0), ignored.get(source, 0))],
                 suffix=(
-                    "ON CONFLICT (source) DO UPDATE SET duplicates = "
-                    "nudgespot_source_counter.duplicates + excluded.duplicates"
+                    "ON CONFLICT (source) DO UPDATE SET "
+                    "duplicates = nudgespot_source_counter.duplicates + excluded.duplicates, "
+                    "ignored = nudgespot_source_counter.ignored + excluded.ignored"
                 ),
             )
-            for source, count in sorted(duplicates.items())
+            for source in sorted(duplicates.keys() | ignored.keys())
         ]
 
     # --- the publisher's side -------------------------------------------------------------

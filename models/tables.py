@@ -54,10 +54,13 @@ class RejectedEvent(Model):
 
 
 class SourceCounter(Model):
-    """Per-source state with no row of its own: the duplicate count, a Retry-After hold."""
+    """Per-source state with no row of its own: duplicate and ignored counts, a hold."""
 
     source = fields.CharField(max_length=100, primary_key=True)
     duplicates = fields.BigIntField(default=0)
+    # db_default: rows written before this column existed read 0 (SQLite cannot add a NOT
+    # NULL column without a default).
+    ignored = fields.BigIntField(default=0, db_default=0)  # dropped on purpose by the format
     held_until = fields.DatetimeField(null=True)  # Segment asked us to wait until then
 
     class Meta:

@@ -16,7 +16,7 @@ from models import DatabaseUnavailable, Store
 from models.sql import Dialect
 from models.writer import GroupWriter
 from service.admin_views import AdminViews
-from service.config import Settings, placeholder_secrets
+from service.config import Settings, placeholder_secrets, source_verifier
 from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def create_app(
         app.cleanup_ctx.append(_publisher_ctx(publisher, store))
     wake = publisher.wake if publisher is not None else (lambda source: None)
     webhook = Webhook(
-        [WebhookSource(s.name, s.token, s.signing_secret) for s in settings.sources],
+        webhook_sources(settings),
         writer.submit,
         max_body_bytes=settings.server.max_body_bytes,
         on_stored=wake,
@@ -80,6 +80,15 @@ def create_app(
     app.add_routes(AdminViews(settings, store, metrics, wake).routes())
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])
     return app
+
+
+def webhook_sources(settings: Settings) -> list[WebhookSource]:
+    """Return what the webhook needs of each source: token, format and its checks."""
+    return [
+        WebhookSource(s.name, s.token, settings.format_of(s), source_verifier(settings, s),
+                      s.basic_auth)
+        for s in settings.sources
+    ]
 
 
 def _store_ctx(store: Store, migrate_sqlite: bool):  # noqa: ANN202 - cleanup_ctx factory

@@ -6,12 +6,15 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+
+from inbound.formats import DEFAULT_FORMAT, Format, FormatError, resolve_formats
+from inbound.signature import SecretError, Verifier, verifier
 
 CONFIG_ENV = "NUDGESPOT_SEGMENT_CONFIG"
 DEFAULT_CONFIG_PATH = "config.yaml"
@@ -77,9 +80,13 @@ class SourceSettings:
     write_key: str
     signing_secret: str = ""
     identify: bool = False
+    format: str = DEFAULT_FORMAT
+    verification_key: str = ""  # SendGrid's public key for its signed event webhook
+    basic_auth: str = ""  # "user:password" the sender puts in the webhook URL (Postmark)
 
     def __repr__(self) -> str:  # never show secrets, even in a traceback
-        return f"SourceSettings(name={self.name!r}, identify={self.identify!r})"
+        return (f"SourceSettings(name={self.name!r}, format={self.format!r}, "
+                f"identify={self.identify!r})")
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,11 @@ class Settings:
     publisher: PublisherSettings = PublisherSettings()
     retention: RetentionSettings = RetentionSettings()
     logging: LoggingSettings = LoggingSettings()
+    formats: Mapping[str, Format] = field(default_factory=lambda: resolve_formats(None))
+
+    def format_of(self, source: SourceSettings) -> Format:
+        """Return the format a source's webhook bodies are parsed with."""
+        return self.formats[source.format]
 
     def __repr__(self) -> str:
         return f"Settings(sources={list(self.sources)!r}, database=<hidden>)"
@@ -131,11 +143,15 @@ def parse_settings(document: Any, env: Mapping[str, str]) -> Settings:
     if not isinstance(document, dict):
         raise ConfigError("the config file must be a mapping of sections")
     expanded = _expand(document, "", env)
-    _refuse_unknown(expanded, {*SECTIONS, "sources"}, "")
+    _refuse_unknown(expanded, {*SECTIONS, "sources", "formats"}, "")
     values: dict[str, Any] = {
         name: _section(expanded.get(name), cls, name) for name, cls in SECTIONS.items()
     }
     values["sources"] = _sources(expanded.get("sources"))
+    try:
+        values["formats"] = resolve_formats(expanded.get("formats"))
+    except FormatError as exc:
+        raise ConfigError(str(exc)) from None
     settings = Settings(**values)
     _check_semantics(settings)
     return settings
@@ -312,6 +328,36 @@ def _check_sources(s: Settings) -> None:
         _require(len(source.token) >= 8, f"{where}.token: must be at least 8 characters")
         names.add(source.name)
         tokens.add(source.token)
+        _check_source_format(s, source, where)
+
+
+def _check_source_format(s: Settings, source: SourceSettings, where: str) -> None:
+    if source.format not in s.formats:
+        known = ", ".join(sorted(s.formats))
+        raise ConfigError(f"{where}.format: unknown format {source.format!r} (known: {known})")
+    scheme = s.format_of(source).auth
+    wrong = "signing_secret" if scheme == "sendgrid" else "verification_key"
+    _require(
+        not getattr(source, wrong),
+        f"{where}.{wrong}: not used by format {source.format!r} (its auth is {scheme}); "
+        f"use {'verification_key' if wrong == 'signing_secret' else 'signing_secret'}",
+    )
+    try:
+        source_verifier(s, source)
+    except SecretError as exc:
+        key = "verification_key" if scheme == "sendgrid" else "signing_secret"
+        raise ConfigError(f"{where}.{key}: {exc}") from None
+    _require(
+        not source.basic_auth or ":" in source.basic_auth,
+        f"{where}.basic_auth: must be \"user:password\"",
+    )
+
+
+def source_verifier(settings: Settings, source: SourceSettings) -> Verifier | None:
+    """Return the signature check of a source's format with its secret (None: not configured)."""
+    scheme = settings.format_of(source).auth
+    secret = source.verification_key if scheme == "sendgrid" else source.signing_secret
+    return verifier(scheme, secret)
 
 
 def _require(condition: bool, message: str) -> None:

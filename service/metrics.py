@@ -34,7 +34,7 @@ class Metrics:
         )
         self.events = Counter(
             "nudgespot_events", "Webhook events by source and outcome "
-            "(accepted, duplicate, rejected).", ["source", "outcome"], registry=r,
+            "(accepted, duplicate, rejected, ignored).", ["source", "outcome"], registry=r,
         )
         self.deliveries = Counter(
             "nudgespot_deliveries", "Publisher outcomes per event by source "
@@ -65,7 +65,7 @@ class Metrics:
     def request_done(self, outcome: RequestOutcome) -> None:
         self.webhook_requests.labels(outcome.source, str(outcome.status)).inc()
         for name, count in (("accepted", outcome.accepted), ("duplicate", outcome.duplicates),
-                            ("rejected", outcome.rejected)):
+                            ("rejected", outcome.rejected), ("ignored", outcome.ignored)):
             if count:
                 self.events.labels(outcome.source, name).inc(count)
 

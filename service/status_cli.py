@@ -21,6 +21,7 @@ TABLE_COLUMNS = (
     ("dead", "dead"),
     ("rejected", "rejected"),
     ("duplicates", "dups"),
+    ("ignored", "ignored"),
     ("oldest_pending_age_s", "oldest_s"),
     ("delivered_last_hour", "last_hour"),
     ("last_delivery_at", "last_delivery"),

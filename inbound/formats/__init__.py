@@ -22,6 +22,7 @@ from models.schema import DEFAULT_FORMAT
 
 __all__ = [
     "BUILTIN_FORMATS",
+    "DEFAULT_FORMAT",
     "DataFormat",
     "Format",
     "FormatError",
@@ -40,6 +41,7 @@ class Format(Protocol):
 
     name: str
     auth: str
+    ignores: bool  # whether it drops some sender events on purpose (has an `ignore:` list)
 
     def parse(self, raw: bytes, now: datetime) -> list[Parsed]: ...
 
@@ -53,6 +55,7 @@ class NudgespotFormat:
 
     name = DEFAULT_FORMAT
     auth = "nudgespot"
+    ignores = False
     doc = ""
 
     def parse(self, raw: bytes, now: datetime) -> list[Parsed]:

@@ -101,6 +101,7 @@ class DataFormat:
         self._fields = tuple(fields.items())
         self._event_names = {k.lower(): v for k, v in event_names.items()}
         self._ignore = tuple(re.compile(fnmatch.translate(p.lower())) for p in ignore)
+        self.ignores = bool(ignore)
 
     def __repr__(self) -> str:
         return f"DataFormat({self.name!r})"

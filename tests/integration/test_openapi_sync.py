@@ -198,6 +198,7 @@ def test_every_operation_in_the_spec_is_a_registered_route(spec: dict[str, Any])
 
 def test_routes_are_what_the_contract_lists() -> None:
     assert app_routes() == {
+        ("POST", "/webhooks/{token}"), ("GET", "/webhooks/{token}"),
         ("POST", "/webhooks/nudgespot/{token}"), ("GET", "/webhooks/nudgespot/{token}"),
         ("GET", "/status"), ("POST", "/replay"), ("GET", "/metrics"),
         ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.yaml"),
