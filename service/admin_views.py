@@ -35,6 +35,7 @@ class AdminViews:
         self._store = store
         self._metrics = metrics
         self._wake = wake
+        self._formats = settings.source_formats()
 
     def routes(self) -> list[web.RouteDef]:
         guard = admin_only(self._settings.admin.token)
@@ -75,7 +76,7 @@ class AdminViews:
         except (ValueError, ReplayRequestError) as exc:
             return web.json_response({"error": f"bad replay request: {exc}"}, status=400)
         try:
-            result = await run_replay(self._store, replay)
+            result = await run_replay(self._store, replay, formats=self._formats)
         except DatabaseUnavailable as exc:
             return _unavailable(exc)
         logger.info("replay %s: %s", document, result.as_json())

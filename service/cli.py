@@ -76,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--rejected", action="store_true",
                         help="re-parse quarantined events and admit those now valid")
     replay.set_defaults(command=replay_command)
+    preview = sub.add_parser(
+        "preview", parents=[common],
+        help="print the Segment messages a captured webhook body would become (sends nothing)")
+    preview.add_argument("--source", required=True, help="the source whose format to use")
+    preview.add_argument("file", nargs="?", default="-", metavar="FILE",
+                         help="the captured body (default or '-': standard input)")
+    preview.set_defaults(command=preview_command)
     return parser
 
 
@@ -125,6 +132,24 @@ def replay_command(settings: Settings, args: argparse.Namespace) -> int:
     from service.status_cli import replay_from_cli
 
     return asyncio.run(replay_from_cli(settings, args))
+
+
+def preview_command(settings: Settings, args: argparse.Namespace) -> int:
+    """Preview a captured body; exit 0 when everything mapped or was ignored, 1 otherwise."""
+    from datetime import datetime, timezone
+
+    from service.preview import EXIT_USAGE, preview
+
+    try:
+        if args.file == "-":
+            raw = sys.stdin.buffer.read()
+        else:
+            with open(args.file, "rb") as handle:
+                raw = handle.read()
+    except OSError as exc:
+        print(f"preview: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return preview(settings, args.source, raw, datetime.now(timezone.utc), sys.stdout, sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -105,6 +105,10 @@ class Settings:
         """Return the format a source's webhook bodies are parsed with."""
         return self.formats[source.format]
 
+    def source_formats(self) -> dict[str, Format]:
+        """Return each configured source's format, by source name."""
+        return {source.name: self.format_of(source) for source in self.sources}
+
     def __repr__(self) -> str:
         return f"Settings(sources={list(self.sources)!r}, database=<hidden>)"
 

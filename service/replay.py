@@ -9,12 +9,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from inbound.aliases import EVENT_ALIASES
-from inbound.parse import Accepted, BodyError, Invalid, check_text, parse_body, parse_event
+from inbound.formats import Format, NudgespotFormat
+from inbound.parse import Accepted, BodyError, Ignored, Invalid, Parsed, check_text
 from models import IngestBatch, NewEvent, Store
 from models.admin import REPLAYABLE, ReplayFilter
 from models.base import utcnow
 
 Progress = Callable[[int, int], None]
+DEFAULT_FORMAT = NudgespotFormat()
 
 
 class ReplayRequestError(ValueError):
@@ -67,11 +69,15 @@ def replay_request(document: Any) -> ReplayRequest:
 
 
 async def run_replay(
-    store: Store, request: ReplayRequest, *, progress: Progress | None = None
+    store: Store,
+    request: ReplayRequest,
+    *,
+    formats: Mapping[str, Format] | None = None,
+    progress: Progress | None = None,
 ) -> ReplayResult:
-    """Carry out a replay request."""
+    """Carry out a replay request; `formats` is each source's current format (for --rejected)."""
     if request.rejected:
-        return await admit_rejected(store, request, progress=progress)
+        return await admit_rejected(store, request, formats=formats or {}, progress=progress)
     matched, requeued = await store.replay(
         request.selection, dry_run=request.dry_run, progress=progress
     )
@@ -79,27 +85,33 @@ async def run_replay(
 
 
 async def admit_rejected(
-    store: Store, request: ReplayRequest, *, progress: Progress | None = None
+    store: Store,
+    request: ReplayRequest,
+    *,
+    formats: Mapping[str, Format],
+    progress: Progress | None = None,
 ) -> ReplayResult:
-    """Re-parse quarantined events; store those now valid and drop them from quarantine."""
+    """Re-parse quarantined events with their source's current format; store those now
+    valid, count those the format now ignores, and drop both from quarantine."""
     matched = admitted = still = 0
     after_id = 0
     source = request.selection.source
     while batch := await store.quarantined(after_id=after_id, source=source):
         after_id = batch[-1].id
         now = utcnow()
-        events: list[NewEvent] = []
+        admission = IngestBatch(events=[], ignored={})
         admitted_ids: list[int] = []
         for row in batch:
-            accepted = _reparse(row.payload, row.body_index, now)
+            fmt = formats.get(row.source, DEFAULT_FORMAT)
+            parsed = _reparse(fmt, row.payload, row.body_index, now)
             matched += 1
-            if accepted:
-                admitted_ids.append(row.id)
-                events.extend(_new_event(row.source, a) for a in accepted)
-            else:
+            if parsed is None:
                 still += 1
-        if not request.dry_run and events:
-            await store.ingest([IngestBatch(events=events)])
+                continue
+            admitted_ids.append(row.id)
+            _admit(admission, row.source, parsed)
+        if not request.dry_run and admitted_ids:
+            await store.ingest([admission])
             await store.forget_rejected(admitted_ids)
         admitted += len(admitted_ids)
         if progress is not None:
@@ -107,21 +119,32 @@ async def admit_rejected(
     return ReplayResult(matched, 0 if request.dry_run else admitted, still)
 
 
-def _reparse(payload: str, body_index: int | None, now: datetime) -> list[Accepted]:
-    """Return the events a quarantined payload now yields (all of them, or none)."""
+def _reparse(
+    fmt: Format, payload: str, body_index: int | None, now: datetime
+) -> list[Parsed] | None:
+    """Return what a quarantined payload now yields, or None while any of it is rejected."""
     try:
         if body_index is None:
-            parsed = parse_body(payload.encode("utf-8", "surrogatepass"), now)
+            parsed = fmt.parse(payload.encode("utf-8", "surrogatepass"), now)
         else:
-            parsed = [parse_event(json.loads(payload), body_index, now)]
-    except (BodyError, ValueError):
-        return []
-    accepted = [p for p in parsed if isinstance(p, Accepted)]
-    return accepted if len(accepted) == len(parsed) else []
+            parsed = [fmt.parse_event(json.loads(payload), body_index, now)]
+    except (BodyError, ValueError, RecursionError):
+        return None
+    if any(not isinstance(p, Accepted | Ignored) for p in parsed):
+        return None
+    return parsed
 
 
-def _new_event(source: str, a: Accepted) -> NewEvent:
-    return NewEvent(source, a.dedup_key, a.event_type, a.event_time, a.fields_json, a.payload)
+def _admit(admission: IngestBatch, source: str, parsed: list[Parsed]) -> None:
+    """Add a re-parsed payload's events (and its ignored count) to the batch to store."""
+    events = list(admission.events)
+    for p in parsed:
+        if isinstance(p, Accepted):
+            events.append(NewEvent(source, p.dedup_key, p.event_type, p.event_time,
+                                   p.fields_json, p.payload))
+        else:
+            admission.ignored[source] = admission.ignored.get(source, 0) + 1
+    admission.events = events
 
 
 def _strings(document: Mapping[str, Any], key: str) -> list[str]:

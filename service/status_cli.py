@@ -141,7 +141,8 @@ async def replay_from_cli(settings: Settings, args: argparse.Namespace) -> int:
     bar = ProgressBar()
     try:
         async with Store(settings.database.url) as store:
-            result = await run_replay(store, request, progress=bar)
+            result = await run_replay(store, request, formats=settings.source_formats(),
+                                      progress=bar)
     except DatabaseUnavailable as exc:
         print(f"database unavailable: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
