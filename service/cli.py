@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
+from inbound.formats import BUILTIN_FORMATS
 from models import Store
 from service import __version__
 from service.config import ConfigError, Settings, config_path, load_settings
@@ -88,8 +89,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def check_config_command(settings: Settings, args: argparse.Namespace) -> int:
     """Report that the config is valid (loading it already validated it)."""
-    names = ", ".join(s.name for s in settings.sources)
-    print(f"config ok: {len(settings.sources)} source(s): {names}")
+    names = ", ".join(f"{s.name} ({s.format})" for s in settings.sources)
+    custom = len(settings.formats) - len(BUILTIN_FORMATS)
+    extra = f"; {custom} format(s) of your own, every expression compiled" if custom else ""
+    print(f"config ok: {len(settings.sources)} source(s): {names}{extra}")
     return 0
 
 
