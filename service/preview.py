@@ -28,14 +28,24 @@ def preview(
         print(f"preview: unknown source {source_name!r} (configured: {known})", file=err)
         return EXIT_USAGE
     fmt = settings.format_of(source)
+    if len(raw) > settings.server.max_body_bytes:
+        print(f"note: the body is larger than server.max_body_bytes "
+              f"({settings.server.max_body_bytes}); the webhook would answer 413", file=err)
     try:
         parsed = fmt.parse(raw, now)
     except BodyError as exc:
         print(f"rejected body: {exc}", file=err)
         return EXIT_REJECTED
-    counts = {"mapped": 0, "rejected": 0, "ignored": 0}
+    counts = {"mapped": 0, "rejected": 0, "ignored": 0, "duplicates": 0}
+    first_with_key: dict[str, int] = {}
     for item in parsed:
         if isinstance(item, Accepted):
+            first = first_with_key.setdefault(item.dedup_key, item.index)
+            if first != item.index:
+                print(f"event {item.index} duplicates event {first} (same dedup key): "
+                      "the webhook stores it once", file=err)
+                counts["duplicates"] += 1
+                continue
             message = mapping.track(source.name, item.dedup_key, item.event_type,
                                     item.event_time, item.fields, __version__)
             print(json.dumps(message, ensure_ascii=False), file=out)
@@ -46,6 +56,7 @@ def preview(
         elif isinstance(item, Rejected):
             print(f"event {item.index} rejected: {item.reason}", file=err)
             counts["rejected"] += 1
-    print(f"format {fmt.name}: {counts['mapped']} message(s), {counts['ignored']} ignored, "
-          f"{counts['rejected']} rejected", file=err)
+    duplicates = f", {counts['duplicates']} duplicate(s)" if counts["duplicates"] else ""
+    print(f"format {fmt.name}: {counts['mapped']} message(s){duplicates}, "
+          f"{counts['ignored']} ignored, {counts['rejected']} rejected", file=err)
     return EXIT_REJECTED if counts["rejected"] else EXIT_MAPPED

@@ -45,7 +45,8 @@ OPERATIONS = {
     op.definition.raw["operationId"]: op
     for op in (result.ok() for result in SCHEMA.get_all_operations())
 }
-WITH_INPUT = ["ingestEvents", "replay"]  # negative data needs a body to break
+# Negative data needs a body to break.
+WITH_INPUT = ["ingestEvents", "ingestNudgespotEvents", "replay"]
 SPEC_MISMATCHES: dict[str, Any] = {}  # operationId -> xfail mark, for a known mismatch
 ADMIN = ["status", "replay", "metrics"]
 
@@ -96,8 +97,8 @@ async def base_url(aiohttp_server: Any, sqlite_url: str) -> str:
 
 def test_every_documented_operation_is_exercised() -> None:
     assert set(OPERATIONS) == {
-        "ingestEvents", "checkWebhook", "status", "replay", "metrics", "healthz", "readyz",
-        "openapi",
+        "ingestEvents", "checkWebhook", "ingestNudgespotEvents", "checkNudgespotWebhook",
+        "status", "replay", "metrics", "healthz", "readyz", "openapi",
     }
 
 
@@ -130,7 +131,10 @@ async def test_nonconforming_requests_get_documented_answers(
     assert max(seen) < 500, seen
 
 
-@pytest.mark.parametrize("operation_id", ["ingestEvents", "checkWebhook"])
+@pytest.mark.parametrize(
+    "operation_id",
+    ["ingestEvents", "checkWebhook", "ingestNudgespotEvents", "checkNudgespotWebhook"],
+)
 async def test_generated_webhook_tokens_get_documented_answers(
     base_url: str, operation_id: str
 ) -> None:
