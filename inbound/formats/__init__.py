@@ -16,7 +16,13 @@ from typing import Any, Protocol
 
 import yaml
 
-from inbound.formats.engine import DataFormat, FormatError, compile_definition, merge_definitions
+from inbound.formats.engine import (
+    DataFormat,
+    FormatError,
+    check_definition,
+    compile_definition,
+    merge_definitions,
+)
 from inbound.parse import Parsed, parse_body, parse_event
 from models.schema import DEFAULT_FORMAT
 
@@ -98,6 +104,8 @@ def resolve_formats(custom: Mapping[str, Any] | None) -> dict[str, Format]:
     custom = custom or {}
     if not isinstance(custom, Mapping):
         raise FormatError("formats: must be a mapping of format names to definitions")
+    # Each definition is first checked on its own, so that a mistake is named under the
+    # format that makes it, not under one that extends it.
     for name, definition in custom.items():
         where = f"formats.{name}"
         if name in BUILTIN_FORMATS:
@@ -105,6 +113,9 @@ def resolve_formats(custom: Mapping[str, Any] | None) -> dict[str, Format]:
                               f"and use 'extends: {name}'")
         if not isinstance(definition, Mapping):
             raise FormatError(f"{where}: must be a mapping")
+        check_definition(definition, where)
+    for name in custom:
+        where = f"formats.{name}"
         merged = _flatten(name, custom, where)
         formats[name] = compile_definition(name, merged, where)
     return formats
@@ -119,7 +130,8 @@ def _flatten(name: str, custom: Mapping[str, Any], where: str) -> dict[str, Any]
         if current in visited or len(visited) > MAX_EXTENDS_DEPTH:
             raise FormatError(f"{where}.extends: formats extend each other in a loop")
         visited.append(current)
-        definition = _definition(current, custom, where)
+        named_by = where if current == name else f"formats.{visited[-2]}"
+        definition = _definition(current, custom, named_by)
         chain.append(definition)
         parent = definition.get("extends")
         if parent is not None and not isinstance(parent, str):

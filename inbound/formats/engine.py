@@ -54,8 +54,10 @@ FIELD_NAMES = ("event", "timestamp", *ID_FIELDS, *TEXT_FIELDS, "properties")
 TIMESTAMP_UNITS = ("s", "ms", "auto")
 AUTH_SCHEMES = ("nudgespot", "sendgrid", "mailgun", "customerio", "none")
 MAX_EVENT_NAME_CHARS = 200
+NULL_PROPERTIES = ("drop", "keep")
 DEFINITION_KEYS = (
     "doc", "extends", "auth", "events", "timestamp_unit", "fields", "event_names", "ignore",
+    "null_properties",
 )
 
 
@@ -91,6 +93,7 @@ class DataFormat:
         fields: Mapping[str, Expression],
         event_names: Mapping[str, str],
         ignore: tuple[str, ...],
+        keep_null_properties: bool = False,
         doc: str = "",
     ) -> None:
         self.name = name
@@ -102,6 +105,7 @@ class DataFormat:
         self._event_names = {k.lower(): v for k, v in event_names.items()}
         self._ignore = tuple(re.compile(fnmatch.translate(p.lower())) for p in ignore)
         self.ignores = bool(ignore)
+        self._keep_nulls = keep_null_properties
 
     def __repr__(self) -> str:
         return f"DataFormat({self.name!r})"
@@ -156,7 +160,7 @@ class DataFormat:
             raise Invalid(f"unknown event {sender_name[:80]!r} (not in the format's "
                           "event_names or ignore)")
         event_time = parse_timestamp(values.get("timestamp"), now, self._unit)
-        fields = _normalized(values)
+        fields = _normalized(values, keep_nulls=self._keep_nulls)
         event_type = SEGMENT_EVENT_TYPES.get(segment_name, CUSTOM_EVENT_TYPE)
         if event_type == CUSTOM_EVENT_TYPE:
             fields[EVENT_NAME_KEY] = segment_name
@@ -189,7 +193,7 @@ def _sender_event(value: Any) -> str:
     return str(value)
 
 
-def _normalized(values: dict[str, Any]) -> dict[str, Any]:
+def _normalized(values: dict[str, Any], *, keep_nulls: bool) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name in ID_FIELDS[1:]:
         _put(fields, name, text_value(values.get(name), name, is_id=True))
@@ -200,18 +204,18 @@ def _normalized(values: dict[str, Any]) -> dict[str, Any]:
     email = fields.get("email")
     if email is not None and not looks_like_email(email):
         raise Invalid("'email' is not an email address")
-    properties = _properties(values.get("properties"))
+    properties = _properties(values.get("properties"), keep_nulls)
     if properties:
         fields["properties"] = properties
     return fields
 
 
-def _properties(value: Any) -> dict[str, Any]:
+def _properties(value: Any, keep_nulls: bool) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise Invalid(f"'properties' must be an object, not {json_type(value)}")
-    kept = {key: item for key, item in value.items() if item is not None}
+    kept = value if keep_nulls else {k: item for k, item in value.items() if item is not None}
     check_values(kept, "properties")
     return kept
 
@@ -236,8 +240,10 @@ def _payload(obj: Any) -> str:
 
 
 def _short(exc: BaseException) -> str:
+    """Return an error's first line as storable ASCII: JMESPath quotes the offending value,
+    which may hold a NUL or a lone surrogate that no database column takes."""
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]
+    return text[:200].encode("ascii", "backslashreplace").decode().replace("\x00", "\\x00")
 
 
 # --- compiling definitions -------------------------------------------------------------------
@@ -245,35 +251,57 @@ def _short(exc: BaseException) -> str:
 
 def compile_definition(name: str, definition: Mapping[str, Any], where: str) -> DataFormat:
     """Return the format a merged definition describes; FormatError names the bad key."""
-    _known_keys(definition, where)
-    fields_raw = _mapping(definition.get("fields"), f"{where}.fields")
-    for key in fields_raw:
-        if key not in FIELD_NAMES:
-            allowed = ", ".join(FIELD_NAMES)
-            raise FormatError(f"{where}.fields.{key}: unknown field (allowed: {allowed})")
-    fields = {
-        key: _expression(text, f"{where}.fields.{key}")
-        for key, text in fields_raw.items()
-        if text is not None
-    }
+    check_definition(definition, where)
+    fields = _fields(definition, where)
     for required in ("event", "timestamp"):
         if required not in fields:
             raise FormatError(f"{where}.fields.{required}: is required")
     if "email" not in fields and "user_id" not in fields:
         raise FormatError(f"{where}.fields: needs 'email' or 'user_id' (who the event is about)")
+    event_names = _event_names(definition.get("event_names"), f"{where}.event_names")
+    if not event_names:
+        raise FormatError(f"{where}.event_names: must map at least one sender event to a "
+                          "Segment event")
     events_text = definition.get("events")
     return DataFormat(
         name,
-        auth=_choice(definition.get("auth", "nudgespot"), AUTH_SCHEMES, f"{where}.auth"),
+        auth=definition.get("auth", "nudgespot"),
         events=None if events_text is None else _expression(events_text, f"{where}.events"),
-        timestamp_unit=_choice(
-            definition.get("timestamp_unit", "s"), TIMESTAMP_UNITS, f"{where}.timestamp_unit"
-        ),
+        timestamp_unit=definition.get("timestamp_unit", "s"),
         fields=fields,
-        event_names=_event_names(definition.get("event_names"), f"{where}.event_names"),
+        event_names=event_names,
         ignore=_patterns(definition.get("ignore"), f"{where}.ignore"),
+        keep_null_properties=definition.get("null_properties", "drop") == "keep",
         doc=str(definition.get("doc") or ""),
     )
+
+
+def check_definition(definition: Mapping[str, Any], where: str) -> None:
+    """Check what one definition states by itself (before `extends` merges it): its keys,
+    expressions and values; FormatError names the bad key."""
+    _known_keys(definition, where)
+    _fields(definition, where)
+    if definition.get("events") is not None:
+        _expression(definition["events"], f"{where}.events")
+    _choice(definition.get("auth", "nudgespot"), AUTH_SCHEMES, f"{where}.auth")
+    _choice(definition.get("timestamp_unit", "s"), TIMESTAMP_UNITS, f"{where}.timestamp_unit")
+    _choice(definition.get("null_properties", "drop"), NULL_PROPERTIES,
+            f"{where}.null_properties")
+    _event_names(definition.get("event_names"), f"{where}.event_names")
+    _patterns(definition.get("ignore"), f"{where}.ignore")
+
+
+def _fields(definition: Mapping[str, Any], where: str) -> dict[str, Expression]:
+    fields_raw = _mapping(definition.get("fields"), f"{where}.fields")
+    for key in fields_raw:
+        if key not in FIELD_NAMES:
+            allowed = ", ".join(FIELD_NAMES)
+            raise FormatError(f"{where}.fields.{key}: unknown field (allowed: {allowed})")
+    return {
+        key: _expression(text, f"{where}.fields.{key}")
+        for key, text in fields_raw.items()
+        if text is not None
+    }
 
 
 def merge_definitions(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -326,9 +354,9 @@ def _choice(value: Any, allowed: tuple[str, ...], where: str) -> str:
 
 def _event_names(value: Any, where: str) -> dict[str, str]:
     names = _mapping(value, where)
-    if not names:
-        raise FormatError(f"{where}: must map at least one sender event to a Segment event")
     for key, target in names.items():
+        if target is None:  # removes an inherited name when merging; nothing to check
+            continue
         if not isinstance(target, str) or not target.strip():
             raise FormatError(f"{where}.{key}: must be a Segment event name (a non-empty string)")
         if len(target) > MAX_EVENT_NAME_CHARS:

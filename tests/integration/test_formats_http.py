@@ -793,3 +793,34 @@ async def test_replay_rejected_drops_an_event_the_fixed_format_ignores_and_count
     assert await reject_rows(fixed) == []
     assert [r.dedup_key for r in await event_rows(fixed)] == ["o-1"]
     assert (await get_status(fixed))["sources"]["shop"]["ignored"] == 1
+
+
+# --- hostile values in an expression's error ---------------------------------------------------
+
+TAGGED = {
+    "events": "orders",
+    "fields": {"id": "order_id", "event": "kind", "timestamp": "at", "email": "buyer.email",
+               "subject": "join(',', tags)"},
+    "event_names": {"mailed": "Email Sent"},
+}
+
+
+@pytest.mark.parametrize("hostile", ["a\u0000b", "a\ud800b"], ids=["nul", "lone-surrogate"])
+async def test_event_whose_expression_fails_on_a_hostile_value_is_quarantined_alone(
+    app_client: ClientFactory, db_url: str, hostile: str
+) -> None:
+    # join() of a string is a JMESPath type error whose message quotes the string: the NUL or
+    # lone surrogate must not reach the stored reason (no database column takes them).
+    client = await app_client(settings_for(db_url, shop=TAGGED))
+    good = {**shop_order("o-1", "mailed"), "tags": ["a", "b"]}
+    bad = {**shop_order("o-2", "mailed"), "tags": hostile}
+    body = json.dumps({"orders": [good, bad]}).encode()
+
+    status, answer = await post(client, "shop", body)
+
+    assert status == 200, answer
+    assert (answer["accepted"], [r["index"] for r in answer["rejected"]]) == (1, [1])
+    assert [r.dedup_key for r in await event_rows(client)] == ["o-1"]
+    [row] = await reject_rows(client)
+    assert row.reason.startswith("fields.subject")
+    assert "\x00" not in row.reason and "\ud800" not in row.reason
