@@ -43,10 +43,10 @@ async def preload(config: str, count: int, run: str) -> None:
             chunk.append(NewEvent("default", a.dedup_key, a.event_type, a.event_time,
                                   a.fields_json, a.payload))
             if len(chunk) == CHUNK:
-                await store.ingest([IngestBatch(events=chunk)])
+                await store.ingest.write([IngestBatch(events=chunk)])
                 chunk = []
         if chunk:
-            await store.ingest([IngestBatch(events=chunk)])
+            await store.ingest.write([IngestBatch(events=chunk)])
 
 
 def main() -> None:

@@ -1,15 +1,14 @@
-"""Storage: tortoise models and the store. The only package that writes SQL or imports tortoise."""
+"""Storage: the database adapters, the query objects over them, and the tortoise models that
+migrations are made from. The only package that writes SQL or imports tortoise."""
 
-from models.store import (
-    DatabaseUnavailable,
-    IngestBatch,
-    IngestResult,
-    NewEvent,
-    NewReject,
-    Store,
-)
+from models.database import Database, DatabaseUnavailable
+from models.ingest import IngestBatch, IngestResult, NewEvent, NewReject
+from models.outbox import ClaimedEvent
+from models.store import Store
 
 __all__ = [
+    "ClaimedEvent",
+    "Database",
     "DatabaseUnavailable",
     "IngestBatch",
     "IngestResult",

@@ -1,4 +1,9 @@
-"""The operator's side of the store: status figures, replay, retention, quarantine."""
+"""The operator's queries: status figures, replay, retention, quarantine.
+
+Status reads per-source counters (kept in the transactions that change them), per-minute
+delivery counts, and, for pending and dead events, a partial index that holds only those rows:
+its cost follows the backlog, never the number of delivered events kept.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,46 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from models.base import bound, utcnow
-from models.outbox import as_datetime
+from models.counters import counter_upsert
+from models.database import Database, Row, Transaction
+from models.schema import (
+    BACKLOG,
+    COUNTERS,
+    DEAD,
+    DELIVERED,
+    DELIVERIES,
+    EVENTS,
+    PENDING,
+    REJECTS,
+    STATUSES,
+)
 from models.sql import Dialect, in_list
+from models.time import as_datetime, minute_of, utcnow
 
 PURGE_CHUNK = 1000
 REPLAY_CHUNK = 1000
-REPLAYABLE = ("pending", "delivered", "dead")
+REPLAYABLE = STATUSES
+# Per-minute delivery counts are kept this long (the status page's chart needs a day).
+DELIVERIES_KEPT = timedelta(days=2)
+
+
+# The counters as the rows give them (migration 0003 ran the same statements once).
+RECOUNT = (
+    f"INSERT INTO {COUNTERS} (source, duplicates, delivered, last_delivery_at) "
+    f"SELECT source, 0, COUNT(*), MAX(delivered_at) FROM {EVENTS} "
+    f"WHERE status = '{DELIVERED}' GROUP BY source "
+    "ON CONFLICT (source) DO UPDATE SET delivered = excluded.delivered, "
+    "last_delivery_at = excluded.last_delivery_at",
+    f"INSERT INTO {COUNTERS} (source, duplicates, rejected) "
+    f"SELECT source, 0, COUNT(*) FROM {REJECTS} WHERE id > 0 GROUP BY source "
+    "ON CONFLICT (source) DO UPDATE SET rejected = excluded.rejected",
+    f"INSERT INTO {COUNTERS} (source, duplicates, last_error, last_error_at) "
+    f"SELECT e.source, 0, e.last_error, e.updated_at FROM {EVENTS} e "
+    f"WHERE e.id = (SELECT e2.id FROM {EVENTS} e2 WHERE e2.source = e.source "
+    "AND e2.last_error IS NOT NULL ORDER BY e2.updated_at DESC, e2.id DESC LIMIT 1) "
+    "ON CONFLICT (source) DO UPDATE SET last_error = excluded.last_error, "
+    "last_error_at = excluded.last_error_at",
+)
 
 
 @dataclass
@@ -47,19 +85,19 @@ class ReplayFilter:
     """Which stored events a replay puts back to pending."""
 
     source: str | None = None
-    statuses: tuple[str, ...] = ("dead",)
+    statuses: tuple[str, ...] = (DEAD,)
     since: datetime | None = None
     until: datetime | None = None
     events: tuple[str, ...] = ()
     ids: tuple[str, ...] = field(default=())  # dedup keys (the Nudgespot event ids)
 
-    def where(self, dialect: Dialect, first: int = 1) -> tuple[str, list[Any]]:
-        """Return a SQL condition on nudgespot_event and its parameters."""
+    def where(self, db: Database, first: int = 1) -> tuple[str, list[Any]]:
+        """Return a SQL condition on the event table and its parameters."""
         clauses: list[str] = []
         params: list[Any] = []
 
         def add(column: str, op: str, values: Sequence[Any]) -> None:
-            markers = [dialect.placeholder(first + len(params) + i) for i in range(len(values))]
+            markers = [db.placeholder(first + len(params) + i) for i in range(len(values))]
             right = f"({', '.join(markers)})" if op == "IN" else markers[0]
             clauses.append(f"{column} {op} {right}")
             params.extend(values)
@@ -68,9 +106,9 @@ class ReplayFilter:
         if self.source is not None:
             add("source", "=", [self.source])
         if self.since is not None:
-            add("received_at", ">=", [self.since])
+            add("received_at", ">=", [db.time(self.since)])
         if self.until is not None:
-            add("received_at", "<", [self.until])
+            add("received_at", "<", [db.time(self.until)])
         if self.events:
             add("event_type", "IN", self.events)
         if self.ids:
@@ -102,17 +140,12 @@ class QuarantinedEvent:
 
 
 class AdminQueries:
-    """Mixed into Store: queries that serve operators rather than the pipeline."""
+    """What operators (status page, CLI, metrics, replay, retention) ask of the database."""
 
-    dialect: Dialect
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._p = db.placeholder
 
-    def _connection(self) -> Any:  # provided by Store
-        raise NotImplementedError
-
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return await self._connection().execute_query_dict(sql, list(params))
-
-    @bound
     async def source_stats(self, now: datetime | None = None) -> dict[str, SourceStats]:
         """Return the figures of every source that has data."""
         now = now or utcnow()
@@ -121,49 +154,36 @@ class AdminQueries:
         def of(source: str) -> SourceStats:
             return stats.setdefault(source, SourceStats(source))
 
-        p = self.dialect.placeholder
-        for row in await self._rows(
+        for row in await self._db.fetch(
             "SELECT source, status, CASE WHEN attempts > 0 THEN 1 ELSE 0 END AS retrying, "
-            "COUNT(*) AS n, MIN(received_at) AS oldest, MAX(delivered_at) AS last_delivery, "
-            f"SUM(CASE WHEN delivered_at >= {p(1)} THEN 1 ELSE 0 END) AS last_minute, "
-            f"SUM(CASE WHEN delivered_at >= {p(2)} THEN 1 ELSE 0 END) AS last_hour "
-            "FROM nudgespot_event GROUP BY source, status, "
-            "CASE WHEN attempts > 0 THEN 1 ELSE 0 END",
-            [now - timedelta(minutes=1), now - timedelta(hours=1)],
+            f"COUNT(*) AS n, MIN(received_at) AS oldest FROM {EVENTS} "
+            f"WHERE {BACKLOG} "
+            "GROUP BY source, status, CASE WHEN attempts > 0 THEN 1 ELSE 0 END"
         ):
-            _add_status_row(of(row["source"]), row)
-        for row in await self._rows(
-            "SELECT source, COUNT(*) AS n FROM nudgespot_rejected GROUP BY source"
+            _add_backlog_row(of(row["source"]), row)
+        for row in await self._db.fetch(
+            "SELECT source, duplicates, ignored, delivered, rejected, last_delivery_at, "
+            f"last_error, last_error_at, held_until FROM {COUNTERS}"
         ):
-            of(row["source"]).rejected = int(row["n"])
-        for row in await self._rows(
-            "SELECT source, duplicates, ignored, held_until FROM nudgespot_source_counter"
+            _add_counter_row(of(row["source"]), row)
+        hour_ago, minute_ago = minute_of(now - timedelta(hours=1)), now - timedelta(minutes=1)
+        for row in await self._db.fetch(
+            f"SELECT source, minute, delivered FROM {DELIVERIES} WHERE minute > {self._p(1)}",
+            [self._db.time(hour_ago)],
         ):
             s = of(row["source"])
-            s.duplicates = int(row["duplicates"])
-            s.ignored = int(row["ignored"])
-            s.held_until = as_datetime(row["held_until"])
-        for source, s in stats.items():
-            await self._last_error(source, s)
+            s.delivered_last_hour += int(row["delivered"])
+            minute = as_datetime(row["minute"])
+            if minute is not None and minute >= minute_of(minute_ago):
+                s.delivered_last_minute += int(row["delivered"])
         return stats
 
-    async def _last_error(self, source: str, stats: SourceStats) -> None:
-        p = self.dialect.placeholder
-        rows = await self._rows(
-            f"SELECT last_error, updated_at FROM nudgespot_event WHERE source = {p(1)} "
-            "AND last_error IS NOT NULL ORDER BY updated_at DESC LIMIT 1",
-            [source],
-        )
-        if rows:
-            stats.last_error = rows[0]["last_error"]
-            stats.last_error_at = as_datetime(rows[0]["updated_at"])
-
-    @bound
     async def latest_dead(self, limit: int = 20) -> list[StoredProblem]:
         """Return the most recently failed dead events, newest first."""
-        rows = await self._rows(
+        rows = await self._db.fetch(
             "SELECT id, source, event_type, dedup_key, updated_at, last_error, payload "
-            f"FROM nudgespot_event WHERE status = 'dead' ORDER BY updated_at DESC, id DESC "
+            f"FROM {EVENTS} WHERE {BACKLOG} AND status = '{DEAD}' "
+            "ORDER BY updated_at DESC, id DESC "
             f"LIMIT {int(limit)}"
         )
         return [
@@ -172,12 +192,11 @@ class AdminQueries:
             for r in rows
         ]
 
-    @bound
     async def latest_rejected(self, limit: int = 20) -> list[StoredProblem]:
         """Return the most recently quarantined rejects, newest first."""
-        rows = await self._rows(
-            "SELECT id, source, received_at, reason, payload FROM nudgespot_rejected "
-            f"ORDER BY received_at DESC, id DESC LIMIT {int(limit)}"
+        rows = await self._db.fetch(
+            f"SELECT id, source, received_at, reason, payload FROM {REJECTS} "
+            f"ORDER BY id DESC LIMIT {int(limit)}"
         )
         return [
             StoredProblem(int(r["id"]), r["source"], as_datetime(r["received_at"]),
@@ -185,7 +204,8 @@ class AdminQueries:
             for r in rows
         ]
 
-    @bound
+    # --- replay ---------------------------------------------------------------------------
+
     async def replay(
         self,
         selection: ReplayFilter,
@@ -194,9 +214,9 @@ class AdminQueries:
         progress: Callable[[int, int], None] | None = None,
     ) -> tuple[int, int]:
         """Put matching events back to pending, messageIds unchanged; return (matched, requeued)."""
-        where, params = selection.where(self.dialect)
-        [count] = await self._rows(f"SELECT COUNT(*) AS n FROM nudgespot_event WHERE {where}",
-                                   params)
+        where, params = selection.where(self._db)
+        [count] = await self._db.fetch(f"SELECT COUNT(*) AS n FROM {EVENTS} WHERE {where}",
+                                       params)
         matched = int(count["n"])
         if dry_run or matched == 0:
             return matched, 0
@@ -212,63 +232,87 @@ class AdminQueries:
         return matched, requeued
 
     async def _matching_ids(self, selection: ReplayFilter, *, after_id: int) -> list[int]:
-        where, params = selection.where(self.dialect, first=2)
-        p = self.dialect.placeholder
-        rows = await self._rows(
-            f"SELECT id FROM nudgespot_event WHERE id > {p(1)} AND {where} "
+        where, params = selection.where(self._db, first=2)
+        rows = await self._db.fetch(
+            f"SELECT id FROM {EVENTS} WHERE id > {self._p(1)} AND {where} "
             f"ORDER BY id LIMIT {REPLAY_CHUNK}",
             [after_id, *params],
         )
         return [int(r["id"]) for r in rows]
 
     async def _requeue(self, ids: Sequence[int]) -> int:
-        p = self.dialect.placeholder
-        now = utcnow()
-        rows = await self._rows(
-            f"UPDATE nudgespot_event SET status = 'pending', attempts = 0, "
-            f"next_attempt_at = {p(1)}, updated_at = {p(1)}, delivered_at = NULL, "
-            f"lease_owner = NULL, lease_expires_at = NULL "
-            f"WHERE id IN ({in_list(self.dialect, ids, 2)}) RETURNING id",
-            [now, *ids],
-        )
+        """Put events back to pending; delivered ones leave the delivered count."""
+        p, now = self._p, self._db.time(utcnow())
+        marks = in_list(self._db.dialect, ids, 2)
+        async with self._db.transaction() as tx:
+            was_delivered = await tx.fetch(
+                f"SELECT source, COUNT(*) AS n FROM {EVENTS} WHERE status = '{DELIVERED}' "
+                f"AND id IN ({in_list(self._db.dialect, ids, 1)}) GROUP BY source",
+                list(ids),
+            )
+            rows = await tx.fetch(
+                f"UPDATE {EVENTS} SET status = '{PENDING}', attempts = 0, "
+                f"next_attempt_at = {p(1)}, updated_at = {p(1)}, delivered_at = NULL, "
+                f"lease_owner = NULL, lease_expires_at = NULL "
+                f"WHERE id IN ({marks}) RETURNING id",
+                [now, *ids],
+            )
+            for row in was_delivered:
+                _add_to_counter(tx, self._db.dialect, row["source"], "delivered", -int(row["n"]))
         return len(rows)
 
-    @bound
+    # --- retention ------------------------------------------------------------------------
+
     async def purge(self, *, older_than: datetime) -> tuple[int, int]:
-        """Delete delivered events and rejects older than the cutoff, in bounded chunks."""
-        p = self.dialect.placeholder
+        """Delete delivered events and rejects older than the cutoff, in bounded chunks
+        (each its own short transaction, so ingest is never held for long)."""
+        cutoff = self._db.time(older_than)
         events = await self._purge_chunks(
-            "nudgespot_event",
-            f"status = 'delivered' AND delivered_at < {p(1)}",
-            older_than,
-        )
+            EVENTS, f"status = '{DELIVERED}' AND delivered_at < {self._p(1)}", cutoff,
+            counter="delivered")
         rejects = await self._purge_chunks(
-            "nudgespot_rejected", f"received_at < {p(1)}", older_than
+            REJECTS, f"received_at < {self._p(1)}", cutoff, counter="rejected")
+        await self._db.fetch(
+            f"DELETE FROM {DELIVERIES} WHERE minute < {self._p(1)}",
+            [self._db.time(utcnow() - DELIVERIES_KEPT)],
         )
         return events, rejects
 
-    async def _purge_chunks(self, table: str, condition: str, cutoff: datetime) -> int:
+    async def _purge_chunks(self, table: str, condition: str, cutoff: Any, counter: str) -> int:
         total = 0
         while True:
-            rows = await self._rows(
-                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {condition} "
-                f"LIMIT {PURGE_CHUNK}) RETURNING id",
-                [cutoff],
-            )
+            async with self._db.transaction() as tx:
+                rows = await tx.fetch(
+                    f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {condition} "
+                    f"LIMIT {PURGE_CHUNK}) RETURNING source",
+                    [cutoff],
+                )
+                for source, count in _per_source(rows).items():
+                    _add_to_counter(tx, self._db.dialect, source, counter, -count)
             total += len(rows)
             if len(rows) < PURGE_CHUNK:
                 return total
 
-    @bound
+    async def recount(self) -> None:
+        """Rebuild the counters from the rows (after rows were changed behind the queries'
+        back, e.g. by hand in SQL, or by a test seeding states directly)."""
+        async with self._db.transaction() as tx:
+            tx.execute(f"UPDATE {COUNTERS} SET delivered = 0, rejected = 0, "
+                       "last_delivery_at = NULL, last_error = NULL, last_error_at = NULL")
+            for sql in RECOUNT:
+                tx.execute(sql)
+
+    # --- quarantine -----------------------------------------------------------------------
+
     async def quarantined(
         self, *, after_id: int = 0, limit: int = 500, source: str | None = None
     ) -> list[QuarantinedEvent]:
         """Return quarantined rejects in id order, for re-parsing."""
-        p = self.dialect.placeholder
+        p = self._p
         condition = f"id > {p(1)}" + (f" AND source = {p(2)}" if source else "")
         params: list[Any] = [after_id] + ([source] if source else [])
-        rows = await self._rows(
-            "SELECT id, source, body_index, payload FROM nudgespot_rejected "
+        rows = await self._db.fetch(
+            f"SELECT id, source, body_index, payload FROM {REJECTS} "
             f"WHERE {condition} ORDER BY id LIMIT {int(limit)}",
             params,
         )
@@ -277,32 +321,51 @@ class AdminQueries:
             for r in rows
         ]
 
-    @bound
     async def forget_rejected(self, ids: Sequence[int]) -> None:
         """Delete quarantined rejects that have been admitted."""
-        if ids:
-            await self._rows(
-                f"DELETE FROM nudgespot_rejected WHERE id IN ({in_list(self.dialect, ids)})",
-                ids,
+        if not ids:
+            return
+        async with self._db.transaction() as tx:
+            rows = await tx.fetch(
+                f"DELETE FROM {REJECTS} WHERE id IN ({in_list(self._db.dialect, ids)}) "
+                "RETURNING source",
+                list(ids),
             )
+            for source, count in _per_source(rows).items():
+                _add_to_counter(tx, self._db.dialect, source, "rejected", -count)
 
 
-def _add_status_row(stats: SourceStats, row: dict[str, Any]) -> None:
+def _per_source(rows: list[Row]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["source"]] = counts.get(row["source"], 0) + 1
+    return counts
+
+
+def _add_to_counter(tx: Transaction, dialect: Dialect, source: str, column: str, n: int) -> None:
+    """Queue `column += n` on the source's counter row (created if missing)."""
+    tx.execute(*counter_upsert(dialect, source, add={column: n}))
+
+
+def _add_backlog_row(stats: SourceStats, row: Row) -> None:
     n = int(row["n"])
-    status = row["status"]
-    if status == "pending":
-        stats.pending += n
-        if int(row["retrying"]):
-            stats.retrying += n
-        oldest = as_datetime(row["oldest"])
-        if oldest and (stats.oldest_pending_at is None or oldest < stats.oldest_pending_at):
-            stats.oldest_pending_at = oldest
-    elif status == "delivered":
-        stats.delivered += n
-        stats.delivered_last_minute += int(row["last_minute"] or 0)
-        stats.delivered_last_hour += int(row["last_hour"] or 0)
-        last = as_datetime(row["last_delivery"])
-        if last and (stats.last_delivery_at is None or last > stats.last_delivery_at):
-            stats.last_delivery_at = last
-    elif status == "dead":
+    if row["status"] == DEAD:
         stats.dead += n
+        return
+    stats.pending += n
+    if int(row["retrying"]):
+        stats.retrying += n
+    oldest = as_datetime(row["oldest"])
+    if oldest and (stats.oldest_pending_at is None or oldest < stats.oldest_pending_at):
+        stats.oldest_pending_at = oldest
+
+
+def _add_counter_row(stats: SourceStats, row: Row) -> None:
+    stats.duplicates = int(row["duplicates"] or 0)
+    stats.ignored = int(row["ignored"] or 0)
+    stats.delivered = int(row["delivered"] or 0)
+    stats.rejected = int(row["rejected"] or 0)
+    stats.last_delivery_at = as_datetime(row["last_delivery_at"])
+    stats.last_error = row["last_error"]
+    stats.last_error_at = as_datetime(row["last_error_at"])
+    stats.held_until = as_datetime(row["held_until"])

@@ -2,7 +2,7 @@
 
 import os
 
-from models.store import tortoise_config
+from models.database import tortoise_config
 
 TORTOISE_ORM = tortoise_config(
     os.environ.get("NUDGESPOT_SEGMENT_MIGRATION_DB", "sqlite://data/makemigrations.sqlite3"),

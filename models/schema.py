@@ -21,3 +21,25 @@ EVENT_NAME_KEY = "event_name"
 # (so events stored before formats existed read the same).
 FORMAT_KEY = "format"
 DEFAULT_FORMAT = "nudgespot"
+
+# --- tables and statuses: the one place each is spelled -----------------------------------
+EVENTS = "nudgespot_event"
+REJECTS = "nudgespot_rejected"
+COUNTERS = "nudgespot_source_counter"
+IDENTIFIED = "nudgespot_identified_user"
+
+PENDING = "pending"
+DELIVERED = "delivered"
+DEAD = "dead"
+STATUSES = (PENDING, DELIVERED, DEAD)
+
+# Rows per INSERT statement, and ids per IN (...) list: well under SQLite's and asyncpg's
+# 32,766-parameter ceilings.
+ROWS_PER_STATEMENT = 500
+# Longest error text kept with an event.
+MAX_ERROR_CHARS = 2000
+DELIVERIES = "nudgespot_delivery_minute"
+TABLES = (EVENTS, REJECTS, COUNTERS, IDENTIFIED, DELIVERIES)
+# The rows the backlog partial index holds; queries that want the index repeat this exact
+# condition (SQLite uses a partial index only for a query that states its WHERE term as is).
+BACKLOG = f"status IN ('{PENDING}', '{DEAD}')"

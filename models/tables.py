@@ -1,14 +1,15 @@
-"""Tortoise models: the durable state of the pipeline."""
+"""Tortoise models: the durable state of the pipeline, from which migrations are made.
+
+The service's queries are SQL in ingest.py, outbox.py and admin.py; tests and tools may read
+these models through Database.orm().
+"""
 
 from __future__ import annotations
 
 from tortoise import fields
 from tortoise.models import Model
 
-PENDING = "pending"
-DELIVERED = "delivered"
-DEAD = "dead"
-STATUSES = (PENDING, DELIVERED, DEAD)
+from models.schema import COUNTERS, DELIVERIES, EVENTS, IDENTIFIED, PENDING, REJECTS
 
 
 class Event(Model):
@@ -32,7 +33,7 @@ class Event(Model):
     delivered_at = fields.DatetimeField(null=True)
 
     class Meta:
-        table = "nudgespot_event"
+        table = EVENTS
         unique_together = (("source", "dedup_key"),)
         # Claims look up due events per source; status counts group by source and status.
         indexes = (("source", "status", "next_attempt_at"),)
@@ -49,22 +50,30 @@ class RejectedEvent(Model):
     received_at = fields.DatetimeField()
 
     class Meta:
-        table = "nudgespot_rejected"
+        table = REJECTS
         indexes = (("source", "received_at"),)
 
 
 class SourceCounter(Model):
-    """Per-source state with no row of its own: duplicate and ignored counts, a hold."""
+    """Per-source figures kept in the transactions that change them, and a Retry-After hold.
+
+    (Pending and dead counts come from a partial index instead: see migration 0003.)
+    """
 
     source = fields.CharField(max_length=100, primary_key=True)
     duplicates = fields.BigIntField(default=0)
     # db_default: rows written before this column existed read 0 (SQLite cannot add a NOT
     # NULL column without a default).
     ignored = fields.BigIntField(default=0, db_default=0)  # dropped on purpose by the format
+    delivered = fields.BigIntField(default=0, db_default=0)
+    rejected = fields.BigIntField(default=0, db_default=0)  # quarantined now
+    last_delivery_at = fields.DatetimeField(null=True)
+    last_error = fields.TextField(null=True)  # the latest failure of a send
+    last_error_at = fields.DatetimeField(null=True)
     held_until = fields.DatetimeField(null=True)  # Segment asked us to wait until then
 
     class Meta:
-        table = "nudgespot_source_counter"
+        table = COUNTERS
 
 
 class IdentifiedUser(Model):
@@ -76,5 +85,18 @@ class IdentifiedUser(Model):
     identified_at = fields.DatetimeField()
 
     class Meta:
-        table = "nudgespot_identified_user"
+        table = IDENTIFIED
         unique_together = (("source", "user_key"),)
+
+
+class DeliveryMinute(Model):
+    """Events delivered per source and minute (status figures, the day's chart)."""
+
+    id = fields.BigIntField(primary_key=True)
+    source = fields.CharField(max_length=100)
+    minute = fields.DatetimeField()
+    delivered = fields.BigIntField(default=0, db_default=0)
+
+    class Meta:
+        table = DELIVERIES
+        unique_together = (("source", "minute"),)

@@ -7,7 +7,8 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from models.store import DatabaseUnavailable, IngestBatch, IngestResult, Store
+from models.database import DatabaseUnavailable
+from models.ingest import IngestBatch, IngestQueries, IngestResult
 
 logger = logging.getLogger(__name__)
 
@@ -28,8 +29,8 @@ class GroupWriter:
     so answering the webhook after `submit` keeps the store-before-acknowledge promise.
     """
 
-    def __init__(self, store: Store, *, writers: int = 1) -> None:
-        self._store = store
+    def __init__(self, ingest: IngestQueries, *, writers: int = 1) -> None:
+        self._ingest = ingest
         self._writers = writers
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -77,13 +78,15 @@ class GroupWriter:
 
     async def _commit(self, group: list[_Pending]) -> None:
         try:
-            results = await self._store.ingest([p.batch for p in group])
+            results = await self._ingest.write([p.batch for p in group])
         except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-            error = exc if isinstance(exc, DatabaseUnavailable) else DatabaseUnavailable(str(exc))
-            logger.warning("ingest commit of %d request(s) failed: %s", len(group), error)
+            # An outage (DatabaseUnavailable) each request answers 503; anything else is a
+            # bug, which each request reports as such, with its traceback, once.
+            if isinstance(exc, DatabaseUnavailable):
+                logger.warning("ingest commit of %d request(s) failed: %s", len(group), exc)
             for pending in group:
                 if not pending.done.done():
-                    pending.done.set_exception(error)
+                    pending.done.set_exception(exc)
             return
         for pending, result in zip(group, results, strict=True):
             if not pending.done.done():

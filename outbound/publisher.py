@@ -18,8 +18,7 @@ from typing import Any, Protocol
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from segment.analytics import request as segment_request
 
-from models import Store
-from models.outbox import ClaimedEvent
+from models import ClaimedEvent
 from outbound import mapping
 from outbound.packing import Batch, Unit, oversize_reason, pack
 from outbound.policy import Backoff, Failure, Verdict, classify
@@ -30,6 +29,33 @@ JOB_ID = "nudgespot-publisher"
 
 # Sends one batch to Segment; blocking; raises on anything but a 2xx (as request.post does).
 Sender = Callable[[str, list[dict[str, Any]]], None]
+
+
+class Outbox(Protocol):
+    """What the publisher needs of the store: leased claims and their outcomes."""
+
+    async def claim(
+        self, source: str, *, owner: str, limit: int, lease_s: float
+    ) -> list[ClaimedEvent]: ...
+
+    async def mark_delivered(self, ids: Sequence[int]) -> None: ...
+
+    async def mark_failed(
+        self, ids: Sequence[int], *, owner: str, error: str, next_attempt_at: datetime,
+        max_attempts: int,
+    ) -> tuple[int, int]: ...
+
+    async def mark_dead(self, errors: dict[int, str]) -> None: ...
+
+    async def release(
+        self, ids: Sequence[int], *, owner: str, until: datetime | None = None
+    ) -> None: ...
+
+    async def hold_source(self, source: str, until: datetime) -> None: ...
+
+    async def identified(self, source: str, keys: Sequence[str]) -> set[str]: ...
+
+    async def remember_identified(self, source: str, keys: Sequence[str]) -> None: ...
 
 
 class PublishObserver(Protocol):
@@ -115,7 +141,7 @@ class SegmentPublisher:
         self._rotation = itertools.cycle(list(self._sources))
         self._held: dict[str, datetime] = {}
         self._inflight: set[int] = set()
-        self._store: Store | None = None
+        self._outbox: Outbox | None = None
         self._scheduler: AsyncIOScheduler | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._run_lock = asyncio.Lock()
@@ -131,9 +157,9 @@ class SegmentPublisher:
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    async def start(self, store: Store) -> None:
-        """Start the scheduled job against `store`."""
-        self._store = store
+    async def start(self, outbox: Outbox) -> None:
+        """Start the scheduled job against `outbox`."""
+        self._outbox = outbox
         self._stopping = False
         self._executor = ThreadPoolExecutor(
             max_workers=self._options.concurrency, thread_name_prefix="segment-post"
@@ -241,14 +267,14 @@ class SegmentPublisher:
                 await asyncio.sleep(self._options.linger_s)
 
     async def _claim_next(self) -> tuple[SourceTarget, list[ClaimedEvent]] | None:
-        store = self._require_store()
+        outbox = self._require_outbox()
         for _ in range(len(self._sources)):
             source = self._sources[next(self._rotation)]
             if self._held_until(source.name) is not None:
                 continue
             if self._busy[source.name] >= self._per_source_limit:
                 continue  # leave a worker for the other sources
-            events = await store.claim(
+            events = await outbox.claim(
                 source.name,
                 owner=self.owner,
                 limit=self._options.batch_max_events,
@@ -259,17 +285,17 @@ class SegmentPublisher:
         return None
 
     async def _publish(self, source: SourceTarget, events: list[ClaimedEvent]) -> None:
-        store = self._require_store()
+        outbox = self._require_outbox()
         units, dead = await self._units(source, events)
         if dead:
-            await store.mark_dead(dead)
+            await outbox.mark_dead(dead)
             self._observer.failed(source.name, 0, len(dead))
         batches = pack(units, write_key=source.write_key, max_events=self._options.batch_max_events)
         for position, batch in enumerate(batches):
             until = self._held_until(source.name)
             if until is not None:  # Segment asked us to wait: give the rest back untouched
                 rest = [i for b in batches[position:] for i in b.event_ids]
-                await store.release(rest, owner=self.owner, until=until)
+                await outbox.release(rest, owner=self.owner, until=until)
                 return
             await self._send(source, batch)
 
@@ -312,7 +338,7 @@ class SegmentPublisher:
         if not source.identify:
             return set()
         keys = sorted({mapping.user_key(e.fields) for e in events})
-        known = await self._require_store().identified(source.name, keys)
+        known = await self._require_outbox().identified(source.name, keys)
         return set(keys) - known
 
     async def _send(self, source: SourceTarget, batch: Batch) -> None:
@@ -325,22 +351,22 @@ class SegmentPublisher:
             await self._settle_failure(source, batch, failure)
             return
         self._report(source.name, batch, "delivered", started)
-        store = self._require_store()
-        await store.mark_delivered(batch.event_ids)
+        outbox = self._require_outbox()
+        await outbox.mark_delivered(batch.event_ids)
         self._observer.delivered(source.name, [unit.received_at for unit in batch.units])
         identified = [unit.identifies for unit in batch.units if unit.identifies]
         if identified:
-            await store.remember_identified(source.name, identified)
+            await outbox.remember_identified(source.name, identified)
 
     async def _post(self, write_key: str, messages: list[dict[str, Any]]) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._sender, write_key, messages)
 
     async def _settle_failure(self, source: SourceTarget, batch: Batch, failure: Failure) -> None:
-        store = self._require_store()
+        outbox = self._require_outbox()
         if failure.verdict is Verdict.BISECT:
             if len(batch.units) == 1:
-                await store.mark_dead({batch.units[0].event_id: failure.error})
+                await outbox.mark_dead({batch.units[0].event_id: failure.error})
                 self._observer.failed(source.name, 0, 1)
                 return
             middle = len(batch.units) // 2
@@ -351,9 +377,9 @@ class SegmentPublisher:
         if failure.retry_after_s:
             until = now + timedelta(seconds=failure.retry_after_s)
             self._held[source.name] = until
-            await store.hold_source(source.name, until)
+            await outbox.hold_source(source.name, until)
         attempt = 1 + max(unit.attempts for unit in batch.units)
-        retrying, dead = await store.mark_failed(
+        retrying, dead = await outbox.mark_failed(
             batch.event_ids,
             owner=self.owner,
             error=failure.error,
@@ -363,10 +389,10 @@ class SegmentPublisher:
         self._observer.failed(source.name, retrying, dead)
 
     async def _release_inflight(self) -> None:
-        if self._inflight and self._store is not None:
+        if self._inflight and self._outbox is not None:
             ids = sorted(self._inflight)
             try:
-                await self._store.release(ids, owner=self.owner)
+                await self._outbox.release(ids, owner=self.owner)
             except Exception:  # noqa: BLE001 - the leases expire on their own
                 logger.warning("could not release %d leased event(s); they retry after the lease",
                                len(ids))
@@ -376,10 +402,10 @@ class SegmentPublisher:
         until = self._held.get(source)
         return until if until is not None and until > datetime.now(timezone.utc) else None
 
-    def _require_store(self) -> Store:
-        if self._store is None:
+    def _require_outbox(self) -> Outbox:
+        if self._outbox is None:
             raise RuntimeError("publisher is not started")
-        return self._store
+        return self._outbox
 
     def _report(self, source: str, batch: Batch, outcome: str, started: float) -> None:
         seconds = time.perf_counter() - started

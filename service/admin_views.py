@@ -11,7 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from models import DatabaseUnavailable, Store
-from models.base import utcnow
+from models.time import utcnow
 from service import __version__
 from service.admin_auth import admin_only
 from service.config import Settings
@@ -50,9 +50,9 @@ class AdminViews:
         """The status report: HTML for browsers, JSON otherwise."""
         try:
             now = utcnow()
-            stats = await self._store.source_stats(now)
-            dead = await self._store.latest_dead()
-            rejected = await self._store.latest_rejected()
+            stats = await self._store.admin.source_stats(now)
+            dead = await self._store.admin.latest_dead()
+            rejected = await self._store.admin.latest_rejected()
         except DatabaseUnavailable as exc:
             return _unavailable(exc)
         names = [s.name for s in self._settings.sources]
@@ -89,7 +89,7 @@ class AdminViews:
         """Prometheus text exposition, gauges refreshed from the database."""
         try:
             now = utcnow()
-            self._metrics.refresh(await self._store.source_stats(now), now)
+            self._metrics.refresh(await self._store.admin.source_stats(now), now)
         except DatabaseUnavailable as exc:
             logger.warning("metrics: gauges not refreshed: %s", exc)
         body = generate_latest(self._metrics.registry)

@@ -13,6 +13,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from inbound.webhook import Webhook, WebhookSource
 from models import DatabaseUnavailable, Store
+from models.outbox import OutboxQueries
 from models.sql import Dialect
 from models.writer import GroupWriter
 from service.admin_views import AdminViews
@@ -33,7 +34,7 @@ METRICS = web.AppKey("metrics", Metrics)
 class Publisher(Protocol):
     """What the application needs of the republishing side."""
 
-    async def start(self, store: Store) -> None: ...
+    async def start(self, outbox: OutboxQueries) -> None: ...
 
     async def stop(self) -> None: ...
 
@@ -59,7 +60,7 @@ def create_app(
     app[METRICS] = metrics
     store = Store(settings.database.url)
     app[STORE] = store
-    writer = GroupWriter(store, writers=1 if store.dialect is Dialect.SQLITE else 4)
+    writer = GroupWriter(store.ingest, writers=1 if store.dialect is Dialect.SQLITE else 4)
     app[WRITER] = writer
     # Exits run in reverse: the publisher stops, then the writer drains, then the store closes.
     app.cleanup_ctx.append(_store_ctx(store, migrate_sqlite))
@@ -132,7 +133,7 @@ async def run_retention(store: Store, days: int) -> tuple[int, int]:
     """Delete delivered events and quarantined rejects older than `days`; return the counts."""
     cutoff = datetime.now(timezone.utc) - timedelta(days=days)
     try:
-        events, rejects = await store.purge(older_than=cutoff)
+        events, rejects = await store.admin.purge(older_than=cutoff)
     except DatabaseUnavailable as exc:
         logger.warning("retention skipped: %s", exc)
         return 0, 0
@@ -144,7 +145,7 @@ async def run_retention(store: Store, days: int) -> tuple[int, int]:
 
 def _publisher_ctx(publisher: Publisher, store: Store):  # noqa: ANN202 - cleanup_ctx factory
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        await publisher.start(store)
+        await publisher.start(store.outbox)
         yield
         await publisher.stop()
 

@@ -15,7 +15,7 @@ from prometheus_client import (
 
 from inbound.webhook import RequestOutcome
 from models.admin import SourceStats
-from models.base import utcnow
+from models.time import utcnow
 
 disable_created_metrics()  # the *_created series only double what a scrape has to read
 

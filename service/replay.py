@@ -13,7 +13,7 @@ from inbound.formats import Format, NudgespotFormat
 from inbound.parse import Accepted, BodyError, Ignored, Invalid, Parsed, check_text
 from models import IngestBatch, NewEvent, Store
 from models.admin import REPLAYABLE, ReplayFilter
-from models.base import utcnow
+from models.time import utcnow
 
 Progress = Callable[[int, int], None]
 DEFAULT_FORMAT = NudgespotFormat()
@@ -78,7 +78,7 @@ async def run_replay(
     """Carry out a replay request; `formats` is each source's current format (for --rejected)."""
     if request.rejected:
         return await admit_rejected(store, request, formats=formats or {}, progress=progress)
-    matched, requeued = await store.replay(
+    matched, requeued = await store.admin.replay(
         request.selection, dry_run=request.dry_run, progress=progress
     )
     return ReplayResult(matched, requeued)
@@ -96,7 +96,7 @@ async def admit_rejected(
     matched = admitted = still = 0
     after_id = 0
     source = request.selection.source
-    while batch := await store.quarantined(after_id=after_id, source=source):
+    while batch := await store.admin.quarantined(after_id=after_id, source=source):
         after_id = batch[-1].id
         now = utcnow()
         admission = IngestBatch(events=[], ignored={})
@@ -111,8 +111,8 @@ async def admit_rejected(
             admitted_ids.append(row.id)
             _admit(admission, row.source, parsed)
         if not request.dry_run and admitted_ids:
-            await store.ingest([admission])
-            await store.forget_rejected(admitted_ids)
+            await store.ingest.write([admission])
+            await store.admin.forget_rejected(admitted_ids)
         admitted += len(admitted_ids)
         if progress is not None:
             progress(matched, matched)

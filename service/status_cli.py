@@ -8,7 +8,7 @@ import sys
 from typing import Any, TextIO
 
 from models import DatabaseUnavailable, Store
-from models.base import utcnow
+from models.time import utcnow
 from service import __version__
 from service.config import Settings
 from service.replay import ReplayRequestError, replay_request, run_replay
@@ -34,9 +34,9 @@ SHORT_RUN = 1000  # replays up to this many events finish without a progress bar
 async def _report(settings: Settings) -> dict[str, Any]:
     async with Store(settings.database.url) as store:
         now = utcnow()
-        stats = await store.source_stats(now)
-        dead = await store.latest_dead(5)
-        rejected = await store.latest_rejected(5)
+        stats = await store.admin.source_stats(now)
+        dead = await store.admin.latest_dead(5)
+        rejected = await store.admin.latest_rejected(5)
     names = [s.name for s in settings.sources]
     return status_document(names, stats, dead, rejected, now, __version__)
 

@@ -90,7 +90,7 @@ async def test_status_page_shows_counts_escapes_input_and_replays_dead_events(
             assert resp.status == 400  # quarantined with the script tag in its payload
 
     async def all_dead() -> bool:
-        return (await store.source_stats())["default"].dead == 3
+        return (await store.admin.source_stats())["default"].dead == 3
 
     await _until(all_dead)
     fake.recover()
@@ -121,7 +121,7 @@ async def test_status_page_shows_counts_escapes_input_and_replays_dead_events(
         await fake.wait_for(3)
 
         async def all_delivered() -> bool:
-            return (await store.source_stats())["default"].delivered == 3
+            return (await store.admin.source_stats())["default"].delivered == 3
 
         await _until(all_delivered)
         await page.reload()

@@ -74,7 +74,7 @@ async def post_events(client: TestClient, body: Any, token: str = TOKEN) -> tupl
 
 
 async def event_rows(store: Store) -> list[Event]:
-    with store._activated():
+    with store.db.orm():
         return await Event.all().order_by("id")
 
 
@@ -84,7 +84,7 @@ async def statuses(store: Store) -> dict[str, str]:
 
 
 async def reject_rows(store: Store) -> list[RejectedEvent]:
-    with store._activated():
+    with store.db.orm():
         return await RejectedEvent.all().order_by("id")
 
 
@@ -120,8 +120,8 @@ async def seed(store: Store, *rows: Row) -> None:
                  json.dumps({"user_id": "42"}), json.dumps({"id": r.key}))
         for r in rows
     ]
-    await store.ingest([IngestBatch(events=events)])
-    with store._activated():
+    await store.ingest.write([IngestBatch(events=events)])
+    with store.db.orm():
         for r in rows:
             changes: dict[str, Any] = {"status": r.status}
             if r.status == "dead":
@@ -131,10 +131,11 @@ async def seed(store: Store, *rows: Row) -> None:
             if r.received_at is not None:
                 changes["received_at"] = r.received_at
             await Event.filter(source=r.source, dedup_key=r.key).update(**changes)
+    await store.admin.recount()  # the counters follow the rows changed behind their back
 
 
 async def seed_rejects(store: Store, *rejects: NewReject) -> None:
-    await store.ingest([IngestBatch(rejects=list(rejects))])
+    await store.ingest.write([IngestBatch(rejects=list(rejects))])
 
 
 # --- fixtures ----------------------------------------------------------------------------------
@@ -754,11 +755,12 @@ async def aged(store: Store) -> Store:
     )
     await seed_rejects(store, NewReject("default", 0, '{"n": "old"}', "old reason"),
                        NewReject("default", 0, '{"n": "new"}', "new reason"))
-    with store._activated():
+    with store.db.orm():
         await Event.filter(dedup_key__in=["old-pending", "old-dead"]).update(updated_at=old)
         await RejectedEvent.filter(reason="old reason").update(received_at=old)
         await RejectedEvent.filter(reason="new reason").update(
             received_at=now - timedelta(days=5))
+    await store.admin.recount()
     return store
 
 
@@ -794,8 +796,9 @@ async def test_retention_run_twice_deletes_nothing_more(aged: Store) -> None:
 
 async def age_delivered(store: Store, key: str, days: int) -> None:
     at = datetime.now(UTC) - timedelta(days=days)
-    with store._activated():
+    with store.db.orm():
         await Event.filter(dedup_key=key).update(status="delivered", delivered_at=at)
+    await store.admin.recount()
 
 
 async def test_purged_event_is_accepted_again_as_dedup_window_equals_retention(

@@ -313,11 +313,12 @@ async def seed_every_kind_of_row(client: TestClient) -> None:
     ]) as resp:
         assert resp.status == 200, await resp.text()
     now = datetime.now(timezone.utc)
-    with store._activated():
+    with store.db.orm():
         await Event.filter(dedup_key="s-delivered").update(status="delivered", delivered_at=now)
         await Event.filter(dedup_key="s-dead").update(
             status="dead", attempts=1, last_error="Segment answered 400: bad")
-    await store.hold_source("default", now + timedelta(minutes=5))
+    await store.admin.recount()
+    await store.outbox.hold_source("default", now + timedelta(minutes=5))
 
 
 def response_spec(spec: dict[str, Any], case: Case, status: int) -> dict[str, Any]:

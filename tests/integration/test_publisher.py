@@ -169,7 +169,7 @@ def mid(key: str, source: str = "default") -> str:
 
 
 async def event_rows(store: Store) -> list[Event]:
-    with store._activated():
+    with store.db.orm():
         return await Event.all().order_by("id")
 
 
@@ -368,13 +368,13 @@ async def test_message_over_32_kb_goes_dead_with_the_size_reason(
 async def test_expired_lease_of_a_crashed_publisher_is_taken_over(
     fake: RecordingSegment, store: Store, db_url: str
 ) -> None:
-    await store.ingest([IngestBatch(events=new_events(5))])
+    await store.ingest.write([IngestBatch(events=new_events(5))])
     claimed_at = time.monotonic()
-    claimed = await store.claim("default", owner="crashed", limit=10, lease_s=0.2)
+    claimed = await store.outbox.claim("default", owner="crashed", limit=10, lease_s=0.2)
     assert len(claimed) == 5
     publisher = build_publisher(settings_for(db_url, fake), owner="survivor")
 
-    await publisher.start(store)
+    await publisher.start(store.outbox)
     try:
         await fake.wait_for(5, timeout_s=15)
     finally:
@@ -389,11 +389,11 @@ async def test_expired_lease_of_a_crashed_publisher_is_taken_over(
 async def test_live_lease_of_another_publisher_is_not_taken_over(
     fake: RecordingSegment, store: Store, db_url: str
 ) -> None:
-    await store.ingest([IngestBatch(events=new_events(3))])
-    await store.claim("default", owner="alive", limit=10, lease_s=60)
+    await store.ingest.write([IngestBatch(events=new_events(3))])
+    await store.outbox.claim("default", owner="alive", limit=10, lease_s=60)
     publisher = build_publisher(settings_for(db_url, fake), owner="intruder")
 
-    await publisher.start(store)
+    await publisher.start(store.outbox)
     try:
         await asyncio.sleep(1.0)  # five publisher intervals
     finally:
@@ -413,7 +413,7 @@ async def test_two_publishers_on_one_postgres_database_send_each_event_once(
     seed = Store(postgres_url)
     await seed.open()
     events = new_events(2000)
-    await seed.ingest([IngestBatch(events=events)])
+    await seed.ingest.write([IngestBatch(events=events)])
     await seed.close()
     stores = [Store(postgres_url), Store(postgres_url)]
     publishers = [
@@ -424,7 +424,8 @@ async def test_two_publishers_on_one_postgres_database_send_each_event_once(
     for s in stores:
         await s.open()
     try:
-        await asyncio.gather(*(p.start(s) for s, p in zip(stores, publishers, strict=True)))
+        await asyncio.gather(
+            *(p.start(s.outbox) for s, p in zip(stores, publishers, strict=True)))
         deadline = time.monotonic() + 45
         while len({i for f in fakes for i in f.delivered_ids()}) < 2000:
             assert time.monotonic() < deadline, "not everything was delivered in 45s"

@@ -46,17 +46,17 @@ def new_event(
 
 
 async def event_rows(store: Store) -> list[Event]:
-    with store._activated():
+    with store.db.orm():
         return await Event.all().order_by("id")
 
 
 async def reject_rows(store: Store) -> list[RejectedEvent]:
-    with store._activated():
+    with store.db.orm():
         return await RejectedEvent.all().order_by("id")
 
 
 async def duplicate_counters(store: Store) -> dict[str, int]:
-    with store._activated():
+    with store.db.orm():
         return {c.source: c.duplicates for c in await SourceCounter.all()}
 
 
@@ -74,7 +74,7 @@ async def test_ingest_stores_every_column_of_a_new_event(store: Store) -> None:
     event = new_event("ev-1001", fields_json=fields_json, payload=payload)
     before = utcnow()
 
-    [result] = await store.ingest([IngestBatch(events=[event])])
+    [result] = await store.ingest.write([IngestBatch(events=[event])])
 
     after = utcnow()
     assert result.stored == [True]
@@ -100,7 +100,7 @@ async def test_event_time_in_another_zone_is_stored_as_the_same_instant(store: S
     plus_two = timezone(timedelta(hours=2))
     local = EVENT_TIME.astimezone(plus_two)
 
-    await store.ingest([IngestBatch(events=[new_event("k-zone", event_time=local)])])
+    await store.ingest.write([IngestBatch(events=[new_event("k-zone", event_time=local)])])
 
     [row] = await event_rows(store)
     assert row.event_time == EVENT_TIME
@@ -117,7 +117,7 @@ async def test_duplicate_within_one_batch_is_stored_once_and_first_occurrence_wi
     second = new_event("k1", payload='{"copy":2}')
     other = new_event("k2")
 
-    [result] = await store.ingest([IngestBatch(events=[first, second, other])])
+    [result] = await store.ingest.write([IngestBatch(events=[first, second, other])])
 
     assert result.stored == [True, False, True]
     assert (result.accepted, result.duplicates) == (2, 1)
@@ -134,7 +134,7 @@ async def test_duplicate_across_batches_of_one_call_is_reported_in_the_later_bat
     batch_a = IngestBatch(events=[new_event("k1"), new_event("k2")])
     batch_b = IngestBatch(events=[new_event("k2"), new_event("k3")])
 
-    result_a, result_b = await store.ingest([batch_a, batch_b])
+    result_a, result_b = await store.ingest.write([batch_a, batch_b])
 
     assert result_a.stored == [True, True]
     assert result_b.stored == [False, True]
@@ -142,8 +142,8 @@ async def test_duplicate_across_batches_of_one_call_is_reported_in_the_later_bat
 
 
 async def test_duplicate_across_calls_is_not_stored_again(store: Store) -> None:
-    [first] = await store.ingest([IngestBatch(events=[new_event("k1", payload='{"v":1}')])])
-    [again] = await store.ingest(
+    [first] = await store.ingest.write([IngestBatch(events=[new_event("k1", payload='{"v":1}')])])
+    [again] = await store.ingest.write(
         [IngestBatch(events=[new_event("k1", payload='{"v":2}'), new_event("k2")])]
     )
 
@@ -154,7 +154,7 @@ async def test_duplicate_across_calls_is_not_stored_again(store: Store) -> None:
 
 
 async def test_duplicates_are_counted_per_source_and_accumulate_across_calls(store: Store) -> None:
-    await store.ingest(
+    await store.ingest.write(
         [
             IngestBatch(events=[new_event("a"), new_event("a"), new_event("a")]),
             IngestBatch(events=[new_event("b", source="other"), new_event("b", source="other")]),
@@ -162,19 +162,19 @@ async def test_duplicates_are_counted_per_source_and_accumulate_across_calls(sto
     )
     assert await duplicate_counters(store) == {"default": 2, "other": 1}
 
-    await store.ingest([IngestBatch(events=[new_event("a"), new_event("c", source="other")])])
+    await store.ingest.write([IngestBatch(events=[new_event("a"), new_event("c", source="other")])])
 
     assert await duplicate_counters(store) == {"default": 3, "other": 1}
 
 
 async def test_no_duplicate_counter_row_when_nothing_was_a_duplicate(store: Store) -> None:
-    await store.ingest([IngestBatch(events=[new_event("a"), new_event("b")])])
+    await store.ingest.write([IngestBatch(events=[new_event("a"), new_event("b")])])
 
     assert await duplicate_counters(store) == {}
 
 
 async def test_same_dedup_key_in_two_sources_is_not_a_duplicate(store: Store) -> None:
-    [result] = await store.ingest(
+    [result] = await store.ingest.write(
         [IngestBatch(events=[new_event("k1", source="default"), new_event("k1", source="other")])]
     )
 
@@ -194,7 +194,7 @@ async def test_rejects_are_stored_with_source_index_payload_and_reason(store: St
     ]
     before = utcnow()
 
-    await store.ingest([IngestBatch(events=[new_event("k1")], rejects=rejects)])
+    await store.ingest.write([IngestBatch(events=[new_event("k1")], rejects=rejects)])
 
     after = utcnow()
     rows = await reject_rows(store)
@@ -208,7 +208,7 @@ async def test_rejects_are_stored_with_source_index_payload_and_reason(store: St
 async def test_reject_only_batch_stores_the_rejects_and_no_event(store: Store) -> None:
     reject = NewReject("default", 0, "[1]", "event must be a JSON object, not a number")
 
-    [result] = await store.ingest([IngestBatch(rejects=[reject])])
+    [result] = await store.ingest.write([IngestBatch(rejects=[reject])])
 
     assert result.stored == []
     assert (result.accepted, result.duplicates) == (0, 0)
@@ -221,7 +221,7 @@ async def test_more_rows_than_one_statement_holds_are_all_stored(store: Store) -
     events = [new_event(f"bulk-{i}") for i in range(1201)]
     rejects = [NewReject("default", i, "{}", "bad") for i in range(1100)]
 
-    [result] = await store.ingest([IngestBatch(events=events + events[:5], rejects=rejects)])
+    [result] = await store.ingest.write([IngestBatch(events=events + events[:5], rejects=rejects)])
 
     assert result.stored == [True] * 1201 + [False] * 5
     assert len(await event_rows(store)) == 1201
@@ -245,7 +245,7 @@ async def test_event_payload_with_escaped_nul_emoji_and_sql_metacharacters_round
     key = "key-'\"; DROP TABLE x; --🎉"
     event = new_event(key, payload=payload, fields_json=payload)
 
-    [result] = await store.ingest([IngestBatch(events=[event])])
+    [result] = await store.ingest.write([IngestBatch(events=[event])])
 
     assert result.stored == [True]
     [row] = await event_rows(store)
@@ -261,7 +261,7 @@ async def test_reject_payload_with_escaped_nul_emoji_and_sql_metacharacters_roun
     payload = json.dumps(AWKWARD, ensure_ascii=False)
     reason = "'reason' with 🎉 and '; DELETE FROM nudgespot_rejected; --"
 
-    await store.ingest([IngestBatch(rejects=[NewReject("default", 7, payload, reason)])])
+    await store.ingest.write([IngestBatch(rejects=[NewReject("default", 7, payload, reason)])])
 
     [row] = await reject_rows(store)
     assert row.payload == payload
@@ -298,7 +298,7 @@ def assert_one_winner_per_key(batches: list[IngestBatch], results: list[list]) -
 async def test_concurrent_ingests_with_overlapping_keys_store_each_key_once(store: Store) -> None:
     batches = overlapping_batches(calls=30, keys=12, per_call=6)
 
-    results = await asyncio.gather(*(store.ingest([b]) for b in batches))
+    results = await asyncio.gather(*(store.ingest.write([b]) for b in batches))
 
     assert_one_winner_per_key(batches, results)
     keys = [r.dedup_key for r in await event_rows(store)]
@@ -311,7 +311,7 @@ async def test_concurrent_ingests_through_two_stores_on_one_database_store_each_
     batches = overlapping_batches(calls=24, keys=10, per_call=5)
     async with Store(db_url) as second:
         results = await asyncio.gather(
-            *((store if i % 2 else second).ingest([b]) for i, b in enumerate(batches))
+            *((store if i % 2 else second).ingest.write([b]) for i, b in enumerate(batches))
         )
 
     assert_one_winner_per_key(batches, results)
@@ -334,7 +334,7 @@ async def test_concurrent_ingests_of_the_same_keys_in_opposite_orders_all_succee
         backward = IngestBatch(events=[new_event(k) for k in reversed(keys)])
         batches = [forward, backward] * 4
 
-        results = await asyncio.gather(*(store.ingest([b]) for b in batches))
+        results = await asyncio.gather(*(store.ingest.write([b]) for b in batches))
 
         assert_one_winner_per_key(batches, results)
         stored = {r.dedup_key for r in await event_rows(store)}
@@ -353,7 +353,7 @@ async def test_ingest_after_close_raises_database_unavailable(store: Store) -> N
     await store.close()
 
     with pytest.raises(DatabaseUnavailable):
-        await store.ingest([IngestBatch(events=[new_event("k1")])])
+        await store.ingest.write([IngestBatch(events=[new_event("k1")])])
 
 
 async def test_ping_after_close_raises_database_unavailable(store: Store) -> None:
@@ -376,7 +376,7 @@ async def test_ingest_on_unreachable_postgres_raises_database_unavailable(
 ) -> None:
     with pytest.raises(DatabaseUnavailable):
         await asyncio.wait_for(
-            unreachable_store.ingest([IngestBatch(events=[new_event("k1")])]), 10
+            unreachable_store.ingest.write([IngestBatch(events=[new_event("k1")])]), 10
         )
 
 
@@ -400,12 +400,13 @@ async def test_unavailable_error_does_not_reveal_the_database_password() -> None
 async def test_migrate_twice_keeps_data_and_the_store_keeps_working(
     store: Store, db_url: str
 ) -> None:
-    await store.ingest([IngestBatch(events=[new_event("before")])])
+    await store.ingest.write([IngestBatch(events=[new_event("before")])])
 
     await Store(db_url).migrate()
     await Store(db_url).migrate()
 
-    [result] = await store.ingest([IngestBatch(events=[new_event("before"), new_event("after")])])
+    batch = IngestBatch(events=[new_event("before"), new_event("after")])
+    [result] = await store.ingest.write([batch])
     assert result.stored == [False, True]
     assert [r.dedup_key for r in await event_rows(store)] == ["before", "after"]
 
@@ -427,15 +428,15 @@ async def test_sqlite_file_is_in_wal_mode(sqlite_store: Store, sqlite_url: str) 
 
 
 async def test_sqlite_store_connection_uses_full_synchronous_commits(sqlite_store: Store) -> None:
-    with sqlite_store._activated():
-        [row] = await sqlite_store._connection().execute_query_dict("PRAGMA synchronous")
+    with sqlite_store.db.orm():
+        [row] = await sqlite_store.db.fetch("PRAGMA synchronous")
     assert list(row.values()) == [2]  # FULL
 
 
 async def test_sqlite_committed_ingest_is_visible_to_a_fresh_connection(
     sqlite_store: Store, sqlite_url: str
 ) -> None:
-    await sqlite_store.ingest(
+    await sqlite_store.ingest.write(
         [IngestBatch(events=[new_event("seen")], rejects=[NewReject("default", 0, "{}", "r")])]
     )
 

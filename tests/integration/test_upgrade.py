@@ -33,7 +33,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from models.store import tortoise_config
+from models import Store
 from service import __version__ as SERVICE_VERSION
 from service.app import create_app
 from service.cli import main
@@ -87,7 +87,7 @@ FIXTURE_EVENTS = {
     ("up-3", "email_opened", "pending", 0, None),
     (CLICK_KEY, "email_clicked", "pending", 0, None),
 }
-MIGRATIONS_AFTER_UPGRADE = ["0001_initial", "0002_source_counter_ignored"]
+MIGRATIONS_AFTER_UPGRADE = ["0001_initial", "0002_source_counter_ignored", "0003_status_counters"]
 
 
 def integration(name: str = "nudgespot") -> dict[str, str]:
@@ -185,17 +185,7 @@ COPIED_TABLES = {
 
 async def migrate_only_0001(url: str) -> None:
     """Apply migration 0001 and nothing after it, as release 0.1.0 did."""
-    from tortoise.context import _current_context
-    from tortoise.migrations.api import migrate
-
-    token = _current_context.set(None)
-    try:
-        await migrate(config=tortoise_config(url), target="nudgespot.0001_initial")
-    finally:
-        migrating = _current_context.get()
-        if migrating is not None:
-            await migrating.close_connections()
-        _current_context.reset(token)
+    await Store(url).migrate(target="nudgespot.0001_initial")
 
 
 async def copy_fixture_rows(source: Path, url: str) -> None:

@@ -58,19 +58,19 @@ def store_of(client: TestClient) -> Store:
 
 async def event_rows(client: TestClient) -> list[Event]:
     store = store_of(client)
-    with store._activated():
+    with store.db.orm():
         return await Event.all().order_by("id")
 
 
 async def reject_rows(client: TestClient) -> list[RejectedEvent]:
     store = store_of(client)
-    with store._activated():
+    with store.db.orm():
         return await RejectedEvent.all().order_by("id")
 
 
 async def duplicate_counters(client: TestClient) -> dict[str, int]:
     store = store_of(client)
-    with store._activated():
+    with store.db.orm():
         return {c.source: c.duplicates for c in await SourceCounter.all()}
 
 

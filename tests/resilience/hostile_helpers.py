@@ -77,13 +77,13 @@ def store_of(client: TestClient) -> Store:
 
 async def event_rows(client: TestClient) -> list[Event]:
     store = store_of(client)
-    with store._activated():
+    with store.db.orm():
         return await Event.all().order_by("id")
 
 
 async def reject_rows(client: TestClient) -> list[RejectedEvent]:
     store = store_of(client)
-    with store._activated():
+    with store.db.orm():
         return await RejectedEvent.all().order_by("id")
 
 
@@ -91,9 +91,9 @@ async def table_counts(client: TestClient) -> dict[str, int]:
     """Row count of every table of the service (fails when one is gone)."""
     store = store_of(client)
     counts = {}
-    with store._activated():
+    with store.db.orm():
         for table in TABLES:
-            [row] = await store._connection().execute_query_dict(
+            [row] = await store.db.fetch(
                 f"SELECT COUNT(*) AS n FROM {table}"
             )
             counts[table] = int(row["n"])
