@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from segment.analytics import request as segment_request
 
-from models import ClaimedEvent
+from models import ClaimedEvent, DatabaseUnavailable
 from outbound import mapping
 from outbound.packing import Batch, Unit, oversize_reason, pack
 from outbound.policy import Backoff, Failure, Verdict, classify
@@ -234,6 +234,9 @@ class SegmentPublisher:
                         break
             except asyncio.CancelledError:
                 logger.info("publisher run cancelled at shutdown; unsettled leases are released")
+            except DatabaseUnavailable as exc:
+                logger.warning("publisher run stopped, the database is unavailable (%s); "
+                               "leases expire and the events retry", exc)
             except Exception:  # noqa: BLE001 - a failed run must not kill the job
                 logger.exception("publisher run failed; leases expire and the events retry")
             finally:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -54,9 +54,10 @@ def create_app(
     `publisher` is the republishing side (None: ingest only); pass the same `metrics` that the
     publisher reports to, so /metrics shows both sides.
     """
-    app = web.Application(client_max_size=settings.server.max_body_bytes)
-    app[SETTINGS] = settings
     metrics = metrics or Metrics()
+    app = web.Application(client_max_size=settings.server.max_body_bytes,
+                          middlewares=[bugs_are_not_outages(metrics)])
+    app[SETTINGS] = settings
     app[METRICS] = metrics
     store = Store(settings.database.url)
     app[STORE] = store
@@ -81,6 +82,31 @@ def create_app(
     app.add_routes(AdminViews(settings, store, metrics, wake).routes())
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])
     return app
+
+
+def bugs_are_not_outages(metrics: Metrics) -> Any:
+    """Return a middleware that answers an unexpected exception (a bug, not an outage: those
+    are answered 503 where they happen) with a generic 500, logs it at ERROR with its
+    traceback, and counts it."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except (web.HTTPException, asyncio.CancelledError):
+            raise
+        except Exception:
+            route = _route_name(request)  # never the path: a webhook's path holds its token
+            logger.exception("internal error answering %s %s", request.method, route)
+            metrics.internal_error(route)
+            return web.json_response({"error": "internal error"}, status=500)
+
+    return middleware
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "-"
 
 
 def webhook_sources(settings: Settings) -> list[WebhookSource]:

@@ -55,6 +55,10 @@ class Metrics:
         )
         self.dead = Gauge("nudgespot_dead_events", "Dead events (replayable).", ["source"],
                           registry=r)
+        self.internal_errors = Counter(
+            "nudgespot_internal_errors", "Requests answered 500 because of a bug (logged at "
+            "ERROR with a traceback), by route.", ["route"], registry=r,
+        )
         self.oldest_pending = Gauge(
             "nudgespot_oldest_pending_age_seconds", "Age of the oldest pending event.",
             ["source"], registry=r,
@@ -68,6 +72,9 @@ class Metrics:
                             ("rejected", outcome.rejected), ("ignored", outcome.ignored)):
             if count:
                 self.events.labels(outcome.source, name).inc(count)
+
+    def internal_error(self, route: str) -> None:
+        self.internal_errors.labels(route).inc()
 
     # --- the publisher's observer ---------------------------------------------------------
 

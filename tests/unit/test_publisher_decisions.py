@@ -219,6 +219,38 @@ def claimed(outbox: FakeOutbox, source: str = "default") -> list[list[int]]:
     return [[e.id for e in c.result] for c in calls if c.args["source"] == source]
 
 
+# --- the fake itself -----------------------------------------------------------------------------
+
+
+async def test_fake_outbox_behaves_like_the_real_queries() -> None:
+    outbox = FakeOutbox()
+    outbox.add(event(3), event(1), event(2), event(4), event(9, source="other"))
+    outbox.rows[4].next_attempt_at = datetime.now(UTC) + timedelta(hours=1)  # not due
+
+    # due, unleased, pending events of the source, oldest first, up to the limit
+    first = await outbox.claim("default", owner="a", limit=2, lease_s=60)
+    second = await outbox.claim("default", owner="b", limit=9, lease_s=60)
+    assert ([e.id for e in first], [e.id for e in second]) == ([1, 2], [3])
+    # only the lease holder fails or releases; a release can set when the event is due again
+    assert await outbox.mark_failed([1, 3], owner="a", error="e", next_attempt_at=BASE,
+                                    max_attempts=2) == (1, 0)
+    await outbox.release([2, 3], owner="a", until=BASE)
+    assert [(r.lease_owner, r.attempts) for r in outbox.rows.values()] == [
+        ("b", 0), (None, 1), (None, 0), (None, 0), (None, 0)]
+    assert outbox.rows[2].next_attempt_at == BASE
+    # a held source gives nothing; attempts run out at max_attempts
+    await outbox.hold_source("default", datetime.now(UTC) + timedelta(hours=1))
+    assert await outbox.claim("default", owner="a", limit=9, lease_s=60) == []
+    outbox.held_until.clear()
+    [again] = await outbox.claim("default", owner="a", limit=9, lease_s=60)
+    assert (again.id, again.attempts) == (1, 1)
+    assert await outbox.mark_failed([1], owner="a", error="e", next_attempt_at=BASE,
+                                    max_attempts=2) == (0, 1)
+    assert outbox.statuses() == {3: "pending", 1: "dead", 2: "pending", 4: "pending", 9: "pending"}
+    assert [c.method for c in outbox.calls] == [
+        "claim", "claim", "mark_failed", "release", "hold_source", "claim", "claim", "mark_failed"]
+
+
 # --- 1. the plain path ------------------------------------------------------------------------
 
 
@@ -364,8 +396,7 @@ async def test_429_with_retry_after_holds_the_source_and_releases_the_rest(
     assert timedelta(seconds=0.5) < until_ - hold.at <= timedelta(seconds=1)
     first = segment.requests[0]
     assert (first.write_key, first.status) == (WRITE_KEY, 429)
-    [claim, *_] = outbox.calls_to("claim")
-    assert [e.id for e in claim.result] == [e.id for e in events]
+    assert claimed(outbox)[0] == [e.id for e in events]
     sent_first = [e.id for e in events if mid(e) in first.ids]
     rest = [e.id for e in events if mid(e) not in first.ids]
     assert sent_first and rest  # two batches were claimed at once
