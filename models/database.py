@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
+import importlib
 import os
-import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+import pkgutil
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
-import asyncpg
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext
 from tortoise.migrations.api import migrate as run_migrations
@@ -55,21 +56,37 @@ class Transaction(abc.ABC):
 
 
 class Database(abc.ABC):
-    """A database this service stores its state in."""
+    """A database this service stores its state in. Each backend is one module in
+    models/backends/ with one subclass; for_url finds it by the URL's tortoise engine."""
 
-    dialect: Dialect
+    dialect: ClassVar[Dialect]
+    # tortoise engines (as expand_db_url names them) this adapter serves
+    engines: ClassVar[tuple[str, ...]]
+    # group-commit writers worth running at once (SQLite has one writer)
+    concurrent_writers: ClassVar[int] = 1
+    # whether `serve` applies migrations itself (one process owns an embedded database)
+    migrates_on_serve: ClassVar[bool] = False
 
     def __init__(self, url: str, *, connection_name: str | None = None) -> None:
-        self.config = tortoise_config(url, connection_name=connection_name)
+        db = expand_db_url(url)
+        self.connection_defaults(db["credentials"])
+        self.config = tortoise_config(db, self.dialect, connection_name=connection_name)
         self.connection_name = next(iter(self.config["connections"]))
         self._ctx: TortoiseContext | None = None
 
     @staticmethod
     def for_url(url: str, *, connection_name: str | None = None) -> Database:
-        """Return the adapter for a database URL (sqlite://PATH or postgres://...)."""
-        dialect = Dialect.from_engine(expand_db_url(url)["engine"])
-        adapter = SqliteDatabase if dialect is Dialect.SQLITE else PostgresDatabase
-        return adapter(url, connection_name=connection_name)
+        """Return the adapter for a database URL (sqlite://PATH, postgres://...)."""
+        engine = expand_db_url(url)["engine"]
+        for adapter in adapters():
+            if engine in adapter.engines:
+                return adapter(url, connection_name=connection_name)
+        raise ValueError(f"unsupported database engine {engine!r}: use sqlite:// or postgres://")
+
+    @classmethod
+    @abc.abstractmethod
+    def connection_defaults(cls, credentials: dict[str, Any]) -> None:
+        """Fill in this service's defaults for connection settings the URL leaves out."""
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -171,208 +188,33 @@ class Database(abc.ABC):
             yield
 
 
-# --- SQLite ---------------------------------------------------------------------------------
-
-# SQLite result codes (the low byte of sqlite_errorcode) that mean "not now", not "wrong".
-SQLITE_UNAVAILABLE = {
-    5,  # SQLITE_BUSY: locked beyond busy_timeout
-    6,  # SQLITE_LOCKED
-    7,  # SQLITE_NOMEM
-    8,  # SQLITE_READONLY: e.g. a read-only filesystem
-    10,  # SQLITE_IOERR
-    13,  # SQLITE_FULL: disk full
-    14,  # SQLITE_CANTOPEN
-    15,  # SQLITE_PROTOCOL
-}
-
-
-class SqliteDatabase(Database):
-    """SQLite through tortoise's aiosqlite client: one connection, one writer at a time."""
-
-    dialect = Dialect.SQLITE
-
-    def time(self, value: datetime) -> Any:
-        # The text tortoise's own adapter writes; formatted here once per value.
-        return value.isoformat(" ")
-
-    @property
-    def skip_locked(self) -> str:
-        return ""  # one writer: nothing to skip
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        async with self._client().acquire_connection() as connection:
-            tx = _SqliteTransaction(DriverThread(connection))
-            try:
-                yield tx
-                await tx.commit()
-            except BaseException as exc:
-                await tx.rollback()
-                if isinstance(exc, Exception):
-                    raise self.translate(exc) from exc
-                raise
-
-    def is_unavailable(self, exc: BaseException) -> bool:
-        if isinstance(exc, sqlite3.Error):
-            code = getattr(exc, "sqlite_errorcode", None)
-            return code is not None and (code & 0xFF) in SQLITE_UNAVAILABLE
-        return isinstance(exc, OSError | TimeoutError)
-
-
-class DriverThread:
-    """The seam to aiosqlite: run a function on its connection's own thread with the raw
-    sqlite3 connection, in one trip. tortoise has no public way to do this; a test
-    (tests/integration/test_database.py) fails if an upgrade changes what it relies on."""
-
-    def __init__(self, connection: Any) -> None:
-        self._connection = connection
-
-    async def run(self, function: Callable[[sqlite3.Connection], Any]) -> Any:
-        """Return function(raw sqlite3 connection), called on the connection's thread."""
-        return await self._connection._execute(function, self._connection._conn)
-
-
-class _SqliteTransaction(Transaction):
-    """Queued statements travel to the SQLite thread together: BEGIN with the first trip,
-    COMMIT with the last, so a write transaction costs as few trips as it has fetches + 1."""
-
-    def __init__(self, thread: DriverThread) -> None:
-        self._thread = thread
-        self._queued: list[Statement] = []
-        self._begun = False
-
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        queued, self._queued = self._queued, []
-        begin = not self._begun
-        self._begun = True
-        return await self._thread.run(
-            lambda conn: _run_sqlite(conn, begin, queued, (sql, params), end=None)
-        )
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._queued.append((sql, params))
-
-    async def commit(self) -> None:
-        queued, self._queued = self._queued, []
-        if not queued and not self._begun:
-            return
-        begin = not self._begun
-        self._begun = True
-        await self._thread.run(lambda conn: _run_sqlite(conn, begin, queued, None, end="COMMIT"))
-
-    async def rollback(self) -> None:
-        self._queued = []
-        if self._begun:
-            await self._thread.run(_rollback_if_open)
-
-
-def _run_sqlite(
-    conn: sqlite3.Connection,
-    begin: bool,
-    queued: list[Statement],
-    last: Statement | None,
-    end: str | None,
-) -> list[Row]:
-    """On the SQLite thread: (BEGIN), the queued statements, the last one's rows, (COMMIT)."""
-    if begin:
-        conn.execute("BEGIN IMMEDIATE")
-    for sql, params in queued:
-        conn.execute(sql, params)
-    rows: list[Row] = []
-    if last is not None:
-        cursor = conn.execute(*last)
-        names = [d[0] for d in cursor.description or ()]
-        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-    if end is not None:
-        conn.execute(end)
-    return rows
-
-
-def _rollback_if_open(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")
-
-
-# --- PostgreSQL -----------------------------------------------------------------------------
-
-# SQLSTATE classes and codes that mean the server is out of reach, shutting down or out of
-# room (https://www.postgresql.org/docs/current/errcodes-appendix.html).
-POSTGRES_UNAVAILABLE_CLASSES = ("08", "53", "57P")
-POSTGRES_UNAVAILABLE_CODES = {"25006", "40001", "40P01", "55P03", "58030"}
-
-
-class PostgresDatabase(Database):
-    """PostgreSQL through tortoise's asyncpg pool."""
-
-    dialect = Dialect.POSTGRES
-
-    def time(self, value: datetime) -> Any:
-        return value
-
-    @property
-    def skip_locked(self) -> str:
-        return " FOR UPDATE SKIP LOCKED"
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        # The pool's own connection and asyncpg's transaction, not tortoise's transaction
-        # context: when BEGIN fails on a connection a database restart killed, tortoise
-        # leaves the task's connection override on the dead connection (and never returns
-        # it to the pool), so writers kept answering 503 after PostgreSQL was back.
-        try:
-            async with self._client().acquire_connection() as connection, \
-                    connection.transaction():
-                tx = _PostgresTransaction(connection)
-                yield tx
-                await tx.flush()
-        except Exception as exc:
-            raise self.translate(exc) from exc
-
-    def is_unavailable(self, exc: BaseException) -> bool:
-        if isinstance(exc, asyncpg.PostgresError):
-            state = getattr(exc, "sqlstate", "") or ""
-            return state.startswith(POSTGRES_UNAVAILABLE_CLASSES) or (
-                state in POSTGRES_UNAVAILABLE_CODES)
-        # InterfaceError: the connection or pool is closed; OSError: refused, reset, DNS.
-        return isinstance(exc, asyncpg.InterfaceError | OSError | TimeoutError)
-
-
-class _PostgresTransaction(Transaction):
-    def __init__(self, connection: Any) -> None:
-        self._connection = connection
-        self._queued: list[Statement] = []
-
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        await self.flush()
-        return [dict(row) for row in await self._connection.fetch(sql, *params)]
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
-        self._queued.append((sql, params))
-
-    async def flush(self) -> None:
-        queued, self._queued = self._queued, []
-        for sql, params in queued:
-            await self._connection.execute(sql, *params)
-
-
 # --- configuration --------------------------------------------------------------------------
 
 
-def tortoise_config(url: str, *, connection_name: str | None = None) -> dict[str, Any]:
-    """Return a tortoise config for the database URL, with this service's connection defaults."""
-    db = expand_db_url(url)
-    dialect = Dialect.from_engine(db["engine"])
-    credentials = db["credentials"]
-    if dialect is Dialect.SQLITE:
-        # WAL plus synchronous=FULL: a commit is on disk before we answer, even across power loss.
-        credentials.setdefault("journal_mode", "WAL")
-        credentials.setdefault("synchronous", "FULL")
-        credentials.setdefault("busy_timeout", 5000)
-    else:
-        credentials.setdefault("minsize", 1)
-        credentials.setdefault("maxsize", 10)
-        credentials.setdefault("timeout", 5)
-    name = connection_name or f"nudgespot_{dialect.value}"
+@functools.cache
+def adapters() -> tuple[type[Database], ...]:
+    """Return every backend adapter (one module each in models/backends/)."""
+    import models.backends
+
+    for module in pkgutil.iter_modules(models.backends.__path__):
+        importlib.import_module(f"models.backends.{module.name}")
+    return tuple(sorted(_subclasses(Database), key=lambda cls: cls.__name__))
+
+
+def _subclasses(cls: type[Database]) -> list[type[Database]]:
+    found = []
+    for sub in cls.__subclasses__():
+        if not getattr(sub, "__abstractmethods__", None):
+            found.append(sub)
+        found.extend(_subclasses(sub))
+    return found
+
+
+def tortoise_config(
+    db: dict[str, Any], dialect: Dialect, *, connection_name: str | None = None
+) -> dict[str, Any]:
+    """Return a tortoise config for an expanded database URL."""
+    name = connection_name or f"nudgespot_{dialect.name}"
     return {
         "connections": {name: db},
         "apps": {
@@ -392,6 +234,11 @@ def _prepare_sqlite_path(config: dict[str, Any]) -> None:
         path = conn["credentials"].get("file_path", "")
         if conn["engine"].endswith("sqlite") and path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
+def config_for_url(url: str, *, connection_name: str | None = None) -> dict[str, Any]:
+    """Return the tortoise config the adapter of `url` uses (migration tooling, tests)."""
+    return Database.for_url(url, connection_name=connection_name).config
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -2,9 +2,9 @@
 
 import os
 
-from models.database import tortoise_config
+from models.database import config_for_url
 
-TORTOISE_ORM = tortoise_config(
+TORTOISE_ORM = config_for_url(
     os.environ.get("NUDGESPOT_SEGMENT_MIGRATION_DB", "sqlite://data/makemigrations.sqlite3"),
     connection_name="default",
 )

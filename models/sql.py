@@ -2,29 +2,23 @@
 
 from __future__ import annotations
 
-import enum
 import functools
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
-class Dialect(enum.Enum):
-    SQLITE = "sqlite"
-    POSTGRES = "postgres"
+@dataclass(frozen=True)
+class Dialect:
+    """What the SQL of one backend spells its own way (each adapter declares its own)."""
 
-    @classmethod
-    def from_engine(cls, engine: str) -> Dialect:
-        """Return the dialect of a tortoise engine path such as 'tortoise.backends.sqlite'."""
-        if engine.endswith("sqlite"):
-            return cls.SQLITE
-        if engine.endswith(("asyncpg", "psycopg")):
-            return cls.POSTGRES
-        raise ValueError(f"unsupported database engine {engine!r}: use sqlite:// or postgres://")
+    name: str
+    marker: str  # numbered parameters: "?" gives ?1, ?2 ...; "$" gives $1, $2 ...
 
     def placeholder(self, position: int) -> str:
         """Return the parameter marker for the 1-based position."""
-        return f"?{position}" if self is Dialect.SQLITE else f"${position}"
+        return f"{self.marker}{position}"
 
 
 def insert_rows(

@@ -14,7 +14,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from inbound.webhook import Webhook, WebhookSource
 from models import DatabaseUnavailable, Store
 from models.outbox import OutboxQueries
-from models.sql import Dialect
 from models.writer import GroupWriter
 from service.admin_views import AdminViews
 from service.config import Settings, placeholder_secrets, source_verifier
@@ -61,7 +60,7 @@ def create_app(
     app[METRICS] = metrics
     store = Store(settings.database.url)
     app[STORE] = store
-    writer = GroupWriter(store.ingest, writers=1 if store.dialect is Dialect.SQLITE else 4)
+    writer = GroupWriter(store.ingest, writers=store.db.concurrent_writers)
     app[WRITER] = writer
     # Exits run in reverse: the publisher stops, then the writer drains, then the store closes.
     app.cleanup_ctx.append(_store_ctx(store, migrate_sqlite))
@@ -120,7 +119,7 @@ def webhook_sources(settings: Settings) -> list[WebhookSource]:
 
 def _store_ctx(store: Store, migrate_sqlite: bool):  # noqa: ANN202 - cleanup_ctx factory
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        if migrate_sqlite and store.dialect is Dialect.SQLITE:
+        if migrate_sqlite and store.db.migrates_on_serve:
             await store.migrate()
         await store.open()
         for key in placeholder_secrets(app[SETTINGS]):

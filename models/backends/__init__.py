@@ -1,0 +1,1 @@
+"""Database backends: one module each, with one models.database.Database subclass."""

@@ -1,0 +1,141 @@
+"""SQLite through tortoise's aiosqlite client: the embedded default, one process, one writer."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from models.database import Database, Row, Statement, Transaction
+from models.sql import Dialect
+
+# SQLite result codes (the low byte of sqlite_errorcode) that mean "not now", not "wrong".
+SQLITE_UNAVAILABLE = {
+    5,  # SQLITE_BUSY: locked beyond busy_timeout
+    6,  # SQLITE_LOCKED
+    7,  # SQLITE_NOMEM
+    8,  # SQLITE_READONLY: e.g. a read-only filesystem
+    10,  # SQLITE_IOERR
+    13,  # SQLITE_FULL: disk full
+    14,  # SQLITE_CANTOPEN
+    15,  # SQLITE_PROTOCOL
+}
+
+
+class SqliteDatabase(Database):
+    """One connection; a write transaction holds it (and SQLite's lock) until it ends."""
+
+    dialect = Dialect("sqlite", "?")
+    engines = ("tortoise.backends.sqlite",)
+    concurrent_writers = 1
+    migrates_on_serve = True
+
+    @classmethod
+    def connection_defaults(cls, credentials: dict[str, Any]) -> None:
+        # WAL plus synchronous=FULL: a commit is on disk before we answer, even across power loss.
+        credentials.setdefault("journal_mode", "WAL")
+        credentials.setdefault("synchronous", "FULL")
+        credentials.setdefault("busy_timeout", 5000)
+
+    def time(self, value: datetime) -> Any:
+        # The text tortoise's own adapter writes; formatted here once per value.
+        return value.isoformat(" ")
+
+    @property
+    def skip_locked(self) -> str:
+        return ""  # one writer: nothing to skip
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._client().acquire_connection() as connection:
+            tx = _SqliteTransaction(DriverThread(connection))
+            try:
+                yield tx
+                await tx.commit()
+            except BaseException as exc:
+                await tx.rollback()
+                if isinstance(exc, Exception):
+                    raise self.translate(exc) from exc
+                raise
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        if isinstance(exc, sqlite3.Error):
+            code = getattr(exc, "sqlite_errorcode", None)
+            return code is not None and (code & 0xFF) in SQLITE_UNAVAILABLE
+        return isinstance(exc, OSError | TimeoutError)
+
+
+class DriverThread:
+    """The seam to aiosqlite: run a function on its connection's own thread with the raw
+    sqlite3 connection, in one trip. tortoise has no public way to do this; a test
+    (tests/integration/test_database.py) fails if an upgrade changes what it relies on."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    async def run(self, function: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Return function(raw sqlite3 connection), called on the connection's thread."""
+        return await self._connection._execute(function, self._connection._conn)
+
+
+class _SqliteTransaction(Transaction):
+    """Queued statements travel to the SQLite thread together: BEGIN with the first trip,
+    COMMIT with the last, so a write transaction costs as few trips as it has fetches + 1."""
+
+    def __init__(self, thread: DriverThread) -> None:
+        self._thread = thread
+        self._queued: list[Statement] = []
+        self._begun = False
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        queued, self._queued = self._queued, []
+        begin = not self._begun
+        self._begun = True
+        return await self._thread.run(
+            lambda conn: _run_sqlite(conn, begin, queued, (sql, params), end=None)
+        )
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self._queued.append((sql, params))
+
+    async def commit(self) -> None:
+        queued, self._queued = self._queued, []
+        if not queued and not self._begun:
+            return
+        begin = not self._begun
+        self._begun = True
+        await self._thread.run(lambda conn: _run_sqlite(conn, begin, queued, None, end="COMMIT"))
+
+    async def rollback(self) -> None:
+        self._queued = []
+        if self._begun:
+            await self._thread.run(_rollback_if_open)
+
+
+def _run_sqlite(
+    conn: sqlite3.Connection,
+    begin: bool,
+    queued: list[Statement],
+    last: Statement | None,
+    end: str | None,
+) -> list[Row]:
+    """On the SQLite thread: (BEGIN), the queued statements, the last one's rows, (COMMIT)."""
+    if begin:
+        conn.execute("BEGIN IMMEDIATE")
+    for sql, params in queued:
+        conn.execute(sql, params)
+    rows: list[Row] = []
+    if last is not None:
+        cursor = conn.execute(*last)
+        names = [d[0] for d in cursor.description or ()]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    if end is not None:
+        conn.execute(end)
+    return rows
+
+
+def _rollback_if_open(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
