@@ -228,8 +228,7 @@ class SegmentPublisher:
                 while not self._stopping:
                     self._wake_scheduled = False
                     seen = self._wakes
-                    workers = [self._worker() for _ in range(self._options.concurrency)]
-                    await asyncio.gather(*workers)
+                    await self._run_workers()
                     if self._wakes == seen:  # nothing was stored while the workers finished
                         break
             except asyncio.CancelledError:
@@ -241,6 +240,21 @@ class SegmentPublisher:
                 logger.exception("publisher run failed; leases expire and the events retry")
             finally:
                 self._run_task = None
+
+    async def _run_workers(self) -> None:
+        """Run the workers until they are done; if one fails, cancel the others first, so
+        that no worker outlives the run (and stop() waits for everything in flight)."""
+        tasks = [asyncio.create_task(self._worker(), name=f"publisher-worker-{i}")
+                 for i in range(self._options.concurrency)]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
 
     async def _worker(self) -> None:
         """Claim and publish until nothing is due and no other worker is still sending."""
@@ -328,13 +342,13 @@ class SegmentPublisher:
                 # A stored event that cannot become a message fails alone, not its batch.
                 dead[event.id] = f"cannot map event: {type(exc).__name__}: {str(exc)[:200]}"
                 continue
+            reason = oversize_reason(unit)
+            if reason is not None:  # dead here: the user's next event carries the identify
+                dead[event.id] = reason
+                continue
             if identifies:
                 needs_identify.discard(key)
-            reason = oversize_reason(unit)
-            if reason is None:
-                units.append(unit)
-            else:
-                dead[event.id] = reason
+            units.append(unit)
         return units, dead
 
     async def _unidentified(self, source: SourceTarget, events: list[ClaimedEvent]) -> set[str]:
@@ -374,6 +388,11 @@ class SegmentPublisher:
                 return
             middle = len(batch.units) // 2
             for half in (batch.units[:middle], batch.units[middle:]):
+                until = self._held_until(source.name)
+                if until is not None:  # a half was answered 429: hold the rest back too
+                    ids = [unit.event_id for unit in half]
+                    await outbox.release(ids, owner=self.owner, until=until)
+                    continue
                 await self._send(source, Batch.of(half))
             return
         now = datetime.now(timezone.utc)

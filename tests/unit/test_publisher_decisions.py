@@ -242,8 +242,8 @@ async def test_fake_outbox_behaves_like_the_real_queries() -> None:
     await outbox.hold_source("default", datetime.now(UTC) + timedelta(hours=1))
     assert await outbox.claim("default", owner="a", limit=9, lease_s=60) == []
     outbox.held_until.clear()
-    [again] = await outbox.claim("default", owner="a", limit=9, lease_s=60)
-    assert (again.id, again.attempts) == (1, 1)
+    again = await outbox.claim("default", owner="a", limit=9, lease_s=60)
+    assert [(e.id, e.attempts) for e in again] == [(1, 1), (2, 0)]
     assert await outbox.mark_failed([1], owner="a", error="e", next_attempt_at=BASE,
                                     max_attempts=2) == (0, 1)
     assert outbox.statuses() == {3: "pending", 1: "dead", 2: "pending", 4: "pending", 9: "pending"}
@@ -564,3 +564,78 @@ async def test_stop_during_a_hanging_send_releases_the_in_flight_leases(publish:
     assert [(r.status, r.lease_owner) for r in outbox.rows.values()] == [("pending", None)] * 3
     assert [c.method for c in outbox.calls if c.method.startswith("mark_")] == []
     assert segment.requests[0].status is None  # still hanging
+
+
+# --- what the first review of these tests found -------------------------------------------------
+
+
+async def test_a_429_during_a_bisect_holds_back_the_other_half(publish: Start) -> None:
+    outbox, segment = FakeOutbox(), ScriptedSegment()
+    events = [event(n, user=f"u{n}") for n in range(1, 5)]
+    segment.reject(mid(events[3]), "invalid message")  # the whole batch: 400, so it is halved
+    segment.fail(lambda: api_error(429, "slow down", {"Retry-After": "1"}), times=1)
+    outbox.add(*events)
+
+    await publish(outbox, segment)
+    await until(lambda: outbox.calls_to("release"), "the second half to be given back")
+
+    assert [r.status for r in segment.requests] == [400, 429]  # the second half was not sent
+    [hold] = outbox.calls_to("hold_source")
+    [release] = outbox.calls_to("release")
+    assert release.args == {"ids": [3, 4], "owner": OWNER, "until": hold.args["until"]}
+    await until(outbox.settled, "every event to be settled after the hold")
+    assert outbox.statuses() == {1: "delivered", 2: "delivered", 3: "delivered", 4: "dead"}
+
+
+async def test_an_oversize_first_event_leaves_the_identify_to_the_users_next_event(
+    publish: Start,
+) -> None:
+    outbox, segment = FakeOutbox(), ScriptedSegment()
+    outbox.add(event(1, properties={"blob": "x" * 40_000}), event(2))
+
+    await publish(outbox, segment, IDENTIFYING)
+    await until(outbox.settled, "every event to be settled")
+
+    [request] = segment.requests
+    assert request.kinds == [("identify", "u1"), ("track", "u1")]
+    assert request.ids[1] == mid(event(2))
+    assert outbox.statuses() == {1: "dead", 2: "delivered"}
+    assert outbox.known["default"] == {"user:u1"}
+
+
+class FailingSettleOutbox(FakeOutbox):
+    """An outbox whose mark_delivered has a bug: it records the call, then raises."""
+
+    async def mark_delivered(self, ids: Any) -> None:
+        self._record("mark_delivered", ids=list(ids))
+        raise RuntimeError("a bug in settling")
+
+
+async def test_a_worker_that_fails_ends_the_run_with_no_other_worker_left_running() -> None:
+    outbox = FailingSettleOutbox()
+    other_started, release_other, other_returned = (threading.Event() for _ in range(3))
+
+    def sender(write_key: str, messages: list[dict[str, Any]]) -> None:
+        if write_key == OTHER_WRITE_KEY:  # a slow Segment for the other source
+            other_started.set()
+            release_other.wait(10)
+            other_returned.set()
+        else:  # the default source's batch is accepted once the other one is in flight
+            other_started.wait(10)
+
+    outbox.add(event(1), event(2, source="other"))
+    publisher = SegmentPublisher([DEFAULT, OTHER], PublisherOptions(**FAST), sender=sender,
+                                 owner=OWNER)
+    await publisher.start(outbox)
+    try:
+        await until(lambda: outbox.calls_to("mark_delivered"), "the failing settle")
+        await publisher.stop()  # the failed run is over: nothing of it may act after this
+        calls_after_stop = len(outbox.calls)
+        release_other.set()
+        await until(other_returned.is_set, "the slow send to return")
+        for _ in range(20):  # let a worker that outlived the run take its next steps
+            await asyncio.sleep(0.01)
+        assert outbox.calls[calls_after_stop:] == []
+    finally:
+        release_other.set()
+        await publisher.stop()
