@@ -22,6 +22,7 @@ from models import ClaimedEvent, DatabaseUnavailable
 from outbound import mapping
 from outbound.packing import Batch, Unit, oversize_reason, pack
 from outbound.policy import Backoff, Failure, Verdict, classify
+from outbound.settings import PublisherOptions
 
 logger = logging.getLogger(__name__)
 
@@ -91,24 +92,6 @@ class SourceTarget:
 
     def __repr__(self) -> str:
         return f"SourceTarget(name={self.name!r}, identify={self.identify!r})"
-
-
-@dataclass(frozen=True)
-class PublisherOptions:
-    endpoint: str = "https://api.segment.io"
-    timeout_s: float = 15.0
-    interval_s: float = 1.0
-    max_attempts: int = 12
-    retry_base_s: float = 1.0
-    retry_max_s: float = 600.0
-    lease_s: float = 120.0
-    concurrency: int = 2
-    batch_max_events: int = 2500
-    stop_timeout_s: float = 30.0
-    service_version: str = "0"
-    # After a claim that was not full, wait this long before claiming again: events that
-    # trickle in then go out together instead of as many tiny batches and statements.
-    linger_s: float = 0.05
 
 
 def segment_sender(endpoint: str, timeout_s: float) -> Sender:

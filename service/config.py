@@ -15,6 +15,8 @@ import yaml
 
 from inbound.formats import DEFAULT_FORMAT, Format, FormatError, resolve_formats
 from inbound.signature import SecretError, Verifier, verifier
+from outbound.packing import MAX_BATCH_EVENTS
+from outbound.settings import PublisherSettings, SegmentSettings
 
 CONFIG_ENV = "NUDGESPOT_SEGMENT_CONFIG"
 DEFAULT_CONFIG_PATH = "config.yaml"
@@ -43,23 +45,6 @@ class DatabaseSettings:
 @dataclass(frozen=True)
 class AdminSettings:
     token: str = ""
-
-
-@dataclass(frozen=True)
-class SegmentSettings:
-    endpoint: str = "https://api.segment.io"
-    timeout_s: float = 15.0
-
-
-@dataclass(frozen=True)
-class PublisherSettings:
-    interval_s: float = 1.0
-    max_attempts: int = 12
-    retry_base_s: float = 1.0
-    retry_max_s: float = 600.0
-    lease_s: float = 120.0
-    concurrency: int = 2
-    batch_max_events: int = 2500
 
 
 @dataclass(frozen=True)
@@ -305,7 +290,8 @@ def _check_publisher(s: Settings) -> None:
     _require(p.lease_s > s.segment.timeout_s, "publisher.lease_s: must exceed segment.timeout_s")
     _require(1 <= p.concurrency <= 64, "publisher.concurrency: must be between 1 and 64")
     _require(
-        1 <= p.batch_max_events <= 2500, "publisher.batch_max_events: must be between 1 and 2500"
+        1 <= p.batch_max_events <= MAX_BATCH_EVENTS,
+        f"publisher.batch_max_events: must be between 1 and {MAX_BATCH_EVENTS}",
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from outbound.publisher import (
     PublisherOptions,
     PublishObserver,
@@ -14,18 +16,11 @@ from service.config import Settings
 
 
 def publisher_options(settings: Settings) -> PublisherOptions:
-    """Return the publisher's options from the settings."""
-    p = settings.publisher
+    """Return the publisher's options: its two config sections as they are, plus what the
+    service adds (the shutdown bound and its version)."""
     return PublisherOptions(
-        endpoint=settings.segment.endpoint,
-        timeout_s=settings.segment.timeout_s,
-        interval_s=p.interval_s,
-        max_attempts=p.max_attempts,
-        retry_base_s=p.retry_base_s,
-        retry_max_s=p.retry_max_s,
-        lease_s=p.lease_s,
-        concurrency=p.concurrency,
-        batch_max_events=p.batch_max_events,
+        **asdict(settings.publisher),
+        **asdict(settings.segment),
         stop_timeout_s=settings.server.shutdown_timeout_s,
         service_version=__version__,
     )
