@@ -69,7 +69,7 @@ class AdminViews:
                                      status=415)
         try:
             document = json.loads(await request.read() or b"{}")
-            replay = replay_request(document)
+            replay = replay_request(document, self._formats.keys())
         except RecursionError:
             return web.json_response({"error": "bad replay request: nested too deeply"},
                                      status=400)

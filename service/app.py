@@ -57,6 +57,7 @@ def create_app(
     app = web.Application(client_max_size=settings.server.max_body_bytes,
                           middlewares=[bugs_are_not_outages(metrics)])
     app[SETTINGS] = settings
+    app.on_response_prepare.append(_server_header)
     app[METRICS] = metrics
     store = Store(settings.database.url)
     app[STORE] = store
@@ -92,7 +93,11 @@ def bugs_are_not_outages(metrics: Metrics) -> Any:
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         try:
             return await handler(request)
-        except (web.HTTPException, asyncio.CancelledError):
+        except web.HTTPException as exc:
+            if exc.status < 400 or exc.content_type == "application/json":
+                raise
+            return _json_error(request, exc)
+        except asyncio.CancelledError:
             raise
         except Exception:
             route = _route_name(request)  # never the path: a webhook's path holds its token
@@ -101,6 +106,20 @@ def bugs_are_not_outages(metrics: Metrics) -> Any:
             return web.json_response({"error": "internal error"}, status=500)
 
     return middleware
+
+
+def _json_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own plain-text errors (no such route, method not allowed) as JSON, like
+    every other answer of the service."""
+    error = exc.reason.lower()
+    if exc.status == 404 and request.path.rstrip("/") in ("/webhooks", "/webhooks/nudgespot"):
+        error = "no webhook token in the URL: POST /webhooks/<token>"
+    return web.json_response({"error": error}, status=exc.status, headers={
+        k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "nudgespot-segment"  # not the Python and aiohttp versions
 
 
 def _route_name(request: web.Request) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -45,8 +45,9 @@ class ReplayResult:
         return answer
 
 
-def replay_request(document: Any) -> ReplayRequest:
-    """Validate a /replay JSON document (the CLI builds the same shape from its flags)."""
+def replay_request(document: Any, sources: Collection[str] | None = None) -> ReplayRequest:
+    """Validate a /replay JSON document (the CLI builds the same shape from its flags);
+    `sources` are the configured source names, which a `source` filter must be one of."""
     if not isinstance(document, dict):
         raise ReplayRequestError("body must be a JSON object")
     allowed = {"source", "status", "since", "until", "event", "ids", "dry_run", "rejected"}
@@ -57,8 +58,12 @@ def replay_request(document: Any) -> ReplayRequest:
     for status in statuses:
         if status not in REPLAYABLE:
             raise ReplayRequestError(f"status {status!r} is not one of {', '.join(REPLAYABLE)}")
+    source = _optional_string(document, "source")
+    if source is not None and sources is not None and source not in sources:
+        known = ", ".join(sorted(sources))
+        raise ReplayRequestError(f"unknown source {source!r} (configured: {known})")
     selection = ReplayFilter(
-        source=_optional_string(document, "source"),
+        source=source,
         statuses=tuple(statuses),
         since=_instant(document, "since"),
         until=_instant(document, "until"),

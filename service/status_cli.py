@@ -134,7 +134,8 @@ async def replay_from_cli(settings: Settings, args: argparse.Namespace) -> int:
         "rejected": args.rejected,
     }
     try:
-        request = replay_request({k: v for k, v in document.items() if v is not None})
+        request = replay_request({k: v for k, v in document.items() if v is not None},
+                                 [source.name for source in settings.sources])
     except ReplayRequestError as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
