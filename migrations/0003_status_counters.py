@@ -9,6 +9,17 @@ class Migration(migrations.Migration):
 
     operations = [
         ops.CreateModel(
+            name='BacklogMinute',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('source', fields.CharField(max_length=100)),
+                ('minute', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('pending', fields.BigIntField(default=0, db_default=0)),
+            ],
+            options={'table': 'nudgespot_backlog_minute', 'app': 'nudgespot', 'unique_together': (('source', 'minute'),), 'pk_attr': 'id', 'table_description': "Pending events per source, sampled once a minute (the day's chart)."},
+            bases=['Model'],
+        ),
+        ops.CreateModel(
             name='DeliveryMinute',
             fields=[
                 ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),

@@ -16,6 +16,7 @@ from models.counters import counter_upsert
 from models.database import Database, Row, Transaction
 from models.schema import (
     BACKLOG,
+    BACKLOG_SAMPLES,
     COUNTERS,
     DEAD,
     DELIVERED,
@@ -31,8 +32,8 @@ from models.time import as_datetime, minute_of, utcnow
 PURGE_CHUNK = 1000
 REPLAY_CHUNK = 1000
 REPLAYABLE = STATUSES
-# Per-minute delivery counts are kept this long (the status page's chart needs a day).
-DELIVERIES_KEPT = timedelta(days=2)
+# Per-minute figures are kept this long (the status page's chart shows a day).
+MINUTES_KEPT = timedelta(days=2)
 
 
 # The counters as the rows give them (migration 0003 ran the same statements once).
@@ -73,6 +74,7 @@ class SourceStats:
     last_error: str | None = None
     last_error_at: datetime | None = None
     held_until: datetime | None = None
+    next_retry_at: datetime | None = None  # the earliest retry of a failed event
 
     def oldest_pending_age_s(self, now: datetime) -> float | None:
         if self.oldest_pending_at is None:
@@ -116,6 +118,15 @@ class ReplayFilter:
         return " AND ".join(clauses), params
 
 
+@dataclass
+class MinuteFigures:
+    """One source's figures for one minute."""
+
+    minute: datetime
+    delivered: int = 0
+    pending: int | None = None  # None: no sample that minute
+
+
 @dataclass(frozen=True)
 class StoredProblem:
     """A dead or rejected event as the status page lists it."""
@@ -156,7 +167,8 @@ class AdminQueries:
 
         for row in await self._db.fetch(
             "SELECT source, status, CASE WHEN attempts > 0 THEN 1 ELSE 0 END AS retrying, "
-            f"COUNT(*) AS n, MIN(received_at) AS oldest FROM {EVENTS} "
+            "COUNT(*) AS n, MIN(received_at) AS oldest, MIN(next_attempt_at) AS next_attempt "
+            f"FROM {EVENTS} "
             f"WHERE {BACKLOG} "
             "GROUP BY source, status, CASE WHEN attempts > 0 THEN 1 ELSE 0 END"
         ):
@@ -203,6 +215,35 @@ class AdminQueries:
                           r["reason"], r["payload"])
             for r in rows
         ]
+
+    async def sample_backlog(self, now: datetime | None = None) -> None:
+        """Record each source's pending count for this minute (the chart's backlog line)."""
+        minute = self._db.time(minute_of(now or utcnow()))
+        await self._db.fetch(
+            f"INSERT INTO {BACKLOG_SAMPLES} (source, minute, pending) "
+            f"SELECT source, {self._p(1)}, COUNT(*) FROM {EVENTS} "
+            f"WHERE {BACKLOG} AND status = '{PENDING}' GROUP BY source "
+            "ON CONFLICT (source, minute) DO UPDATE SET pending = excluded.pending",
+            [minute],
+        )
+
+    async def history(self, since: datetime) -> dict[str, list[MinuteFigures]]:
+        """Return per source, minute by minute since `since`: deliveries and sampled backlog
+        (minutes with neither are left out)."""
+        found: dict[str, dict[datetime, MinuteFigures]] = {}
+        start = [self._db.time(minute_of(since))]
+        for table, column in ((DELIVERIES, "delivered"), (BACKLOG_SAMPLES, "pending")):
+            for row in await self._db.fetch(
+                f"SELECT source, minute, {column} AS n FROM {table} "
+                f"WHERE minute >= {self._p(1)}", start,
+            ):
+                minute = as_datetime(row["minute"])
+                assert minute is not None
+                figures = found.setdefault(row["source"], {}).setdefault(
+                    minute, MinuteFigures(minute))
+                setattr(figures, column, int(row["n"]))
+        return {source: sorted(minutes.values(), key=lambda f: f.minute)
+                for source, minutes in found.items()}
 
     # --- replay ---------------------------------------------------------------------------
 
@@ -272,10 +313,11 @@ class AdminQueries:
             counter="delivered")
         rejects = await self._purge_chunks(
             REJECTS, f"received_at < {self._p(1)}", cutoff, counter="rejected")
-        await self._db.fetch(
-            f"DELETE FROM {DELIVERIES} WHERE minute < {self._p(1)}",
-            [self._db.time(utcnow() - DELIVERIES_KEPT)],
-        )
+        for table in (DELIVERIES, BACKLOG_SAMPLES):
+            await self._db.fetch(
+                f"DELETE FROM {table} WHERE minute < {self._p(1)}",
+                [self._db.time(utcnow() - MINUTES_KEPT)],
+            )
         return events, rejects
 
     async def _purge_chunks(self, table: str, condition: str, cutoff: Any, counter: str) -> int:
@@ -355,6 +397,9 @@ def _add_backlog_row(stats: SourceStats, row: Row) -> None:
     stats.pending += n
     if int(row["retrying"]):
         stats.retrying += n
+        due = as_datetime(row["next_attempt"])
+        if due and (stats.next_retry_at is None or due < stats.next_retry_at):
+            stats.next_retry_at = due
     oldest = as_datetime(row["oldest"])
     if oldest and (stats.oldest_pending_at is None or oldest < stats.oldest_pending_at):
         stats.oldest_pending_at = oldest

@@ -39,7 +39,8 @@ ROWS_PER_STATEMENT = 500
 # Longest error text kept with an event.
 MAX_ERROR_CHARS = 2000
 DELIVERIES = "nudgespot_delivery_minute"
-TABLES = (EVENTS, REJECTS, COUNTERS, IDENTIFIED, DELIVERIES)
+BACKLOG_SAMPLES = "nudgespot_backlog_minute"
+TABLES = (EVENTS, REJECTS, COUNTERS, IDENTIFIED, DELIVERIES, BACKLOG_SAMPLES)
 # The rows the backlog partial index holds; queries that want the index repeat this exact
 # condition (SQLite uses a partial index only for a query that states its WHERE term as is).
 BACKLOG = f"status IN ('{PENDING}', '{DEAD}')"

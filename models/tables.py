@@ -9,7 +9,15 @@ from __future__ import annotations
 from tortoise import fields
 from tortoise.models import Model
 
-from models.schema import COUNTERS, DELIVERIES, EVENTS, IDENTIFIED, PENDING, REJECTS
+from models.schema import (
+    BACKLOG_SAMPLES,
+    COUNTERS,
+    DELIVERIES,
+    EVENTS,
+    IDENTIFIED,
+    PENDING,
+    REJECTS,
+)
 
 
 class Event(Model):
@@ -99,4 +107,17 @@ class DeliveryMinute(Model):
 
     class Meta:
         table = DELIVERIES
+        unique_together = (("source", "minute"),)
+
+
+class BacklogMinute(Model):
+    """Pending events per source, sampled once a minute (the day's chart)."""
+
+    id = fields.BigIntField(primary_key=True)
+    source = fields.CharField(max_length=100)
+    minute = fields.DatetimeField()
+    pending = fields.BigIntField(default=0, db_default=0)
+
+    class Meta:
+        table = BACKLOG_SAMPLES
         unique_together = (("source", "minute"),)

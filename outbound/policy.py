@@ -7,6 +7,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import requests
 from segment.analytics.request import APIError, parse_retry_after
 
 BISECT_STATUSES = frozenset({400, 413})
@@ -26,8 +27,12 @@ class Failure:
     retry_after_s: float | None = None
 
 
-def classify(exc: BaseException) -> Failure:
-    """Classify an exception raised by segment.analytics.request.post."""
+def classify(exc: BaseException, host: str = "") -> Failure:
+    """Classify an exception raised by segment.analytics.request.post.
+
+    The error's first line says what happened in words an operator reads at a glance (the
+    status page shows it); what the library raised follows on the next line.
+    """
     if isinstance(exc, APIError):
         status = int(exc.status) if str(exc.status).isdigit() else 0
         error = f"Segment answered {status}: {str(exc.message)[:300]}"
@@ -35,7 +40,37 @@ def classify(exc: BaseException) -> Failure:
             return Failure(Verdict.BISECT, error)
         retry_after = parse_retry_after(exc.response) if exc.response is not None else None
         return Failure(Verdict.RETRY, error, float(retry_after) if retry_after else None)
-    return Failure(Verdict.RETRY, f"network error: {type(exc).__name__}: {str(exc)[:300]}")
+    where = f" ({host})" if host else ""
+    raw = f"{type(exc).__name__}: {str(exc)[:300]}"
+    return Failure(Verdict.RETRY, f"Segment unreachable{where}: {network_problem(exc)}\n{raw}")
+
+
+def network_problem(exc: BaseException) -> str:
+    """Name what went wrong on the way to Segment, in a few words."""
+    chain = list(_causes(exc))
+    text = " ".join(f"{type(e).__name__} {e}" for e in chain).lower()
+    if any(isinstance(e, requests.Timeout | TimeoutError) for e in chain) or "timed out" in text:
+        return "timed out"
+    if any(isinstance(e, requests.exceptions.SSLError) for e in chain) or "ssl" in text:
+        return "TLS handshake failed"
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in text:
+        return "connection refused"
+    if "resolve" in text or "name or service not known" in text or "nodename" in text:
+        return "host name not found"
+    if any(isinstance(e, ConnectionResetError) for e in chain) or any(
+            word in text for word in ("reset", "aborted", "remotedisconnected")):
+        return "connection dropped"
+    return "network error"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen and len(seen) < 10:
+        seen.append(current)
+        nested = [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
+        current = current.__cause__ or current.__context__ or (nested[0] if nested else None)
+    return seen
 
 
 @dataclass(frozen=True, slots=True)

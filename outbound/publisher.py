@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from segment.analytics import request as segment_request
@@ -123,6 +124,8 @@ class SegmentPublisher:
         self.owner = owner or f"publisher-{uuid.uuid4().hex[:12]}"
         self._rotation = itertools.cycle(list(self._sources))
         self._held: dict[str, datetime] = {}
+        self._host = urlsplit(options.endpoint).netloc
+        self._outages = Outages()
         self._inflight: set[int] = set()
         self._outbox: Outbox | None = None
         self._scheduler: AsyncIOScheduler | None = None
@@ -179,7 +182,10 @@ class SegmentPublisher:
                 running.cancel()
                 await asyncio.gather(running, return_exceptions=True)
                 self._inflight |= leased
-        await self._release_inflight()
+        released = await self._release_inflight()
+        logger.info("publisher stopped: in-flight batches %s",
+                    f"did not finish, {released} leased event(s) released" if released
+                    else "finished")
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
@@ -290,6 +296,8 @@ class SegmentPublisher:
         if dead:
             await outbox.mark_dead(dead)
             self._observer.failed(source.name, 0, len(dead))
+            for reason, count in collections.Counter(dead.values()).items():
+                log_dead(source.name, count, reason)
         batches = pack(units, write_key=source.write_key, max_events=self._options.batch_max_events)
         for position, batch in enumerate(batches):
             until = self._held_until(source.name)
@@ -346,11 +354,12 @@ class SegmentPublisher:
         try:
             await self._post(source.write_key, batch.messages)
         except Exception as exc:  # noqa: BLE001 - every failure is classified below
-            failure = classify(exc)
+            failure = classify(exc, self._host)
             self._report(source.name, batch, failure.error, started)
             await self._settle_failure(source, batch, failure)
             return
         self._report(source.name, batch, "delivered", started)
+        self._outages.recovered(source.name)
         outbox = self._require_outbox()
         await outbox.mark_delivered(batch.event_ids)
         self._observer.delivered(source.name, [unit.received_at for unit in batch.units])
@@ -368,6 +377,7 @@ class SegmentPublisher:
             if len(batch.units) == 1:
                 await outbox.mark_dead({batch.units[0].event_id: failure.error})
                 self._observer.failed(source.name, 0, 1)
+                log_dead(source.name, 1, failure.error)
                 return
             middle = len(batch.units) // 2
             for half in (batch.units[:middle], batch.units[middle:]):
@@ -392,16 +402,23 @@ class SegmentPublisher:
             max_attempts=self._options.max_attempts,
         )
         self._observer.failed(source.name, retrying, dead)
+        self._outages.failed(source.name, failure.error, batch.event_ids)
+        if dead:
+            log_dead(source.name, dead, f"{failure.error.splitlines()[0]} "
+                                        f"(after {self._options.max_attempts} attempts)")
 
-    async def _release_inflight(self) -> None:
-        if self._inflight and self._outbox is not None:
-            ids = sorted(self._inflight)
-            try:
-                await self._outbox.release(ids, owner=self.owner)
-            except Exception:  # noqa: BLE001 - the leases expire on their own
-                logger.warning("could not release %d leased event(s); they retry after the lease",
-                               len(ids))
-            self._inflight.clear()
+    async def _release_inflight(self) -> int:
+        """Give back the leases of events still in flight; return how many."""
+        if not self._inflight or self._outbox is None:
+            return 0
+        ids = sorted(self._inflight)
+        self._inflight.clear()
+        try:
+            await self._outbox.release(ids, owner=self.owner)
+        except Exception:  # noqa: BLE001 - the leases expire on their own
+            logger.warning("could not release %d leased event(s); they retry after the lease",
+                           len(ids))
+        return len(ids)
 
     def _held_until(self, source: str) -> datetime | None:
         until = self._held.get(source)
@@ -414,9 +431,47 @@ class SegmentPublisher:
 
     def _report(self, source: str, batch: Batch, outcome: str, started: float) -> None:
         seconds = time.perf_counter() - started
-        logger.info(
+        delivered = outcome == "delivered"
+        # Failures are told once per outage (Outages); each failed batch only at DEBUG.
+        logger.log(
+            logging.INFO if delivered else logging.DEBUG,
             "batch source=%s events=%d bytes=%d outcome=%s ms=%.1f",
-            source, len(batch.units), batch.size, outcome, seconds * 1000,
+            source, len(batch.units), batch.size, outcome.replace("\n", " | "), seconds * 1000,
         )
-        kind = "delivered" if outcome == "delivered" else "failed"
-        self._observer.batch_sent(source, kind, len(batch.units), seconds)
+        self._observer.batch_sent(source, "delivered" if delivered else "failed",
+                                  len(batch.units), seconds)
+
+
+def log_dead(source: str, count: int, reason: str) -> None:
+    """Say at WARNING that events went dead (replayable), how many, and why."""
+    logger.warning("source %s: %d event(s) went dead (replayable): %s",
+                   source, count, reason.splitlines()[0] if reason else "no reason")
+
+
+@dataclass
+class _Outage:
+    since: float
+    events: set[int]
+
+
+class Outages:
+    """One WARNING when a source starts failing, one when it recovers (how long, and how
+    many events waited), instead of a line per failed batch."""
+
+    def __init__(self) -> None:
+        self._current: dict[str, _Outage] = {}
+
+    def failed(self, source: str, error: str, event_ids: Sequence[int]) -> None:
+        outage = self._current.get(source)
+        if outage is None:
+            outage = self._current[source] = _Outage(time.monotonic(), set())
+            logger.warning("source %s: sending to Segment is failing: %s; retrying with backoff",
+                           source, error.splitlines()[0])
+        outage.events.update(event_ids)
+
+    def recovered(self, source: str) -> None:
+        outage = self._current.pop(source, None)
+        if outage is not None:
+            logger.warning("source %s: sending to Segment recovered after %.0f s; "
+                           "%d event(s) waited", source, time.monotonic() - outage.since,
+                           len(outage.events))

@@ -15,6 +15,7 @@ from inbound.webhook import Webhook, WebhookSource
 from models import DatabaseUnavailable, Store
 from models.outbox import OutboxQueries
 from models.writer import GroupWriter
+from service import __version__
 from service.admin_views import AdminViews
 from service.config import Settings, placeholder_secrets, source_verifier
 from service.metrics import Metrics
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 2.0
 RETENTION_INTERVAL_S = 3600
+SAMPLE_INTERVAL_S = 60
 
 STORE = web.AppKey("store", Store)
 WRITER = web.AppKey("writer", GroupWriter)
@@ -141,10 +143,15 @@ def _store_ctx(store: Store, migrate_sqlite: bool):  # noqa: ANN202 - cleanup_ct
         if migrate_sqlite and store.db.migrates_on_serve:
             await store.migrate()
         await store.open()
-        for key in placeholder_secrets(app[SETTINGS]):
+        settings = app[SETTINGS]
+        for key in placeholder_secrets(settings):
             logger.warning("%s still holds the placeholder from config.yaml; set it", key)
+        logger.info("nudgespot-segment %s starting: database %s; sources %s", __version__,
+                    store.db.dialect.name,
+                    ", ".join(f"{s.name} (format {s.format})" for s in settings.sources))
         yield
         await store.close()
+        logger.info("nudgespot-segment stopped: the database is closed")
 
     return ctx
 
@@ -166,11 +173,24 @@ def _retention_ctx(store: Store, days: int):  # noqa: ANN202 - cleanup_ctx facto
             next_run_time=datetime.now(timezone.utc) + timedelta(seconds=60),
             max_instances=1, coalesce=True, misfire_grace_time=RETENTION_INTERVAL_S,
         )
+        scheduler.add_job(
+            sample_backlog, "interval", args=[store], seconds=SAMPLE_INTERVAL_S,
+            next_run_time=datetime.now(timezone.utc), max_instances=1, coalesce=True,
+            misfire_grace_time=SAMPLE_INTERVAL_S,
+        )
         scheduler.start()
         yield
         scheduler.shutdown(wait=False)
 
     return ctx
+
+
+async def sample_backlog(store: Store) -> None:
+    """Record this minute's backlog per source, for the status page's chart."""
+    try:
+        await store.admin.sample_backlog()
+    except DatabaseUnavailable as exc:
+        logger.debug("backlog sample skipped: %s", exc)
 
 
 async def run_retention(store: Store, days: int) -> tuple[int, int]:

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from models import Store
+from models.schema import TABLES
 from service.config import Settings, SourceSettings, parse_settings
 
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -20,12 +21,6 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 REQUIRE_POSTGRES = os.environ.get("NUDGESPOT_TEST_REQUIRE_POSTGRES") == "1" or bool(
     os.environ.get("CI")
-)
-TABLES = (
-    "nudgespot_event",
-    "nudgespot_rejected",
-    "nudgespot_source_counter",
-    "nudgespot_identified_user",
 )
 TOKEN = "test-token-default-0001"
 OTHER_TOKEN = "test-token-other-0002"

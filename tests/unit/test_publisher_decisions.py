@@ -364,7 +364,7 @@ async def test_connection_error_is_retried_then_delivered(publish: Start) -> Non
     await until(outbox.settled, "the event to be settled")
 
     [failed] = outbox.calls_to("mark_failed")
-    assert failed.args["error"].startswith("network error: ConnectionError")
+    assert failed.args["error"].startswith("Segment unreachable")
     assert failed.result == (1, 0)
     assert [r.status for r in segment.requests] == [0, 200]
     assert (outbox.rows[1].status, outbox.rows[1].attempts) == ("delivered", 2)
