@@ -23,6 +23,8 @@ DEFAULT_MAX_PENDING_AGE_S = 900.0
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a subcommand and return its exit status."""
     args = _parser().parse_args(argv)
+    if not getattr(args, "needs_config", True):
+        return args.command(None, args)
     path = config_path(args.config)
     try:
         settings = load_settings(path)
@@ -84,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("file", nargs="?", default="-", metavar="FILE",
                          help="the captured body (default or '-': standard input)")
     preview.set_defaults(command=preview_command)
+    schema = sub.add_parser("config-schema", parents=[common],
+                            help="print the JSON Schema of config.yaml")
+    schema.set_defaults(command=config_schema_command, needs_config=False)
     return parser
 
 
@@ -135,6 +140,16 @@ def replay_command(settings: Settings, args: argparse.Namespace) -> int:
     from service.status_cli import replay_from_cli
 
     return asyncio.run(replay_from_cli(settings, args))
+
+
+def config_schema_command(settings: Settings | None, args: argparse.Namespace) -> int:
+    """Print the JSON Schema of config.yaml (no config file is read)."""
+    import json
+
+    from service.config_schema import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
+    return 0
 
 
 def preview_command(settings: Settings, args: argparse.Namespace) -> int:

@@ -15,8 +15,7 @@ import yaml
 
 from inbound.formats import DEFAULT_FORMAT, Format, FormatError, resolve_formats
 from inbound.signature import SecretError, Verifier, verifier
-from outbound.packing import MAX_BATCH_EVENTS
-from outbound.settings import PublisherSettings, SegmentSettings
+from outbound.settings import PublisherSettings, SegmentSettings, setting
 
 CONFIG_ENV = "NUDGESPOT_SEGMENT_CONFIG"
 DEFAULT_CONFIG_PATH = "config.yaml"
@@ -31,43 +30,61 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_body_bytes: int = 1_048_576
-    shutdown_timeout_s: float = 30.0
+    host: str = setting("127.0.0.1", "address to listen on (0.0.0.0 in a container)")
+    port: int = setting(8080, "port to listen on", minimum=1, maximum=65535)
+    max_body_bytes: int = setting(1_048_576, "larger webhook bodies are answered 413",
+                                  minimum=1024)
+    shutdown_timeout_s: float = setting(
+        30.0, "on SIGTERM, how long in-flight requests and batches may take", positive=True)
 
 
 @dataclass(frozen=True)
 class DatabaseSettings:
-    url: str = "sqlite://data/nudgespot-segment.sqlite3"
+    url: str = setting(
+        "sqlite://data/nudgespot-segment.sqlite3",
+        "sqlite://PATH (embedded, one process) or postgres://user:password@host:5432/db "
+        "(several replicas; pool size with ?maxsize=20)", secret=True)
 
 
 @dataclass(frozen=True)
 class AdminSettings:
-    token: str = ""
+    token: str = setting("", "token for /status, /replay and /metrics (empty: loopback only)",
+                         secret=True)
 
 
 @dataclass(frozen=True)
 class RetentionSettings:
-    delivered_days: int = 30
+    delivered_days: int = setting(
+        30, "days delivered events (and so their deduplication) and rejects are kept",
+        minimum=1)
 
 
 @dataclass(frozen=True)
 class LoggingSettings:
-    level: str = "INFO"
-    format: str = "text"
+    level: str = setting("INFO", "DEBUG, INFO, WARNING or ERROR",
+                         choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    format: str = setting("text", "text, or json for one JSON object per line",
+                          choices=("text", "json"))
 
 
 @dataclass(frozen=True)
 class SourceSettings:
-    name: str
-    token: str
-    write_key: str
-    signing_secret: str = ""
-    identify: bool = False
-    format: str = DEFAULT_FORMAT
-    verification_key: str = ""  # SendGrid's public key for its signed event webhook
-    basic_auth: str = ""  # "user:password" the sender puts in the webhook URL (Postmark)
+    name: str = setting(None, "the source's name (1-100 letters, digits, '_', '.', '-')")
+    token: str = setting(None, "secret part of the webhook URL (at least 8 characters)",
+                         secret=True)
+    write_key: str = setting(None, "the Segment source's write key", secret=True)
+    signing_secret: str = setting(
+        "", "checks the sender's signature (nudgespot, mailgun, customerio formats)",
+        secret=True)
+    identify: bool = setting(
+        False, "send an identify with the recipient's traits before a user's first track")
+    format: str = setting(
+        DEFAULT_FORMAT, "the payload format: nudgespot, sendgrid, mailgun, postmark, "
+        "customerio, or a name under formats:")
+    verification_key: str = setting(
+        "", "SendGrid's Signed Event Webhook public key (format sendgrid)", secret=True)
+    basic_auth: str = setting(
+        "", "user:password every request must carry as HTTP Basic credentials", secret=True)
 
     def __repr__(self) -> str:  # never show secrets, even in a traceback
         return (f"SourceSettings(name={self.name!r}, format={self.format!r}, "
@@ -258,10 +275,26 @@ def _check_semantics(settings: Settings) -> None:
         rule(settings)
 
 
-def _check_server(s: Settings) -> None:
-    _require(1 <= s.server.port <= 65535, "server.port: must be between 1 and 65535")
-    _require(s.server.max_body_bytes >= 1024, "server.max_body_bytes: must be at least 1024")
-    _require(s.server.shutdown_timeout_s > 0, "server.shutdown_timeout_s: must be positive")
+def _check_bounds(s: Settings) -> None:
+    """Check every key against the bounds its field declares (see outbound.settings.setting)."""
+    for name in SECTIONS:
+        section = getattr(s, name)
+        for f in fields(section):
+            _check_bound(f"{name}.{f.name}", getattr(section, f.name), f.metadata)
+
+
+def _check_bound(where: str, value: Any, meta: Mapping[str, Any]) -> None:
+    low, high = meta.get("minimum"), meta.get("maximum")
+    if low is not None and high is not None:
+        _require(low <= value <= high, f"{where}: must be between {low:g} and {high:g}")
+    elif low is not None:
+        _require(value >= low, f"{where}: must be at least {low:g}")
+    if meta.get("positive"):
+        _require(value > 0, f"{where}: must be positive")
+    choices = meta.get("choices")
+    if choices:
+        _require(value.upper() in choices if where == "logging.level" else value in choices,
+                 f"{where}: must be one of {', '.join(choices)}")
 
 
 def _check_database(s: Settings) -> None:
@@ -278,30 +311,12 @@ def _check_segment(s: Settings) -> None:
         parts.scheme in ("http", "https") and bool(parts.netloc),
         "segment.endpoint: must be an http(s) URL such as https://api.segment.io",
     )
-    _require(s.segment.timeout_s > 0, "segment.timeout_s: must be positive")
 
 
 def _check_publisher(s: Settings) -> None:
     p = s.publisher
-    _require(p.interval_s > 0, "publisher.interval_s: must be positive")
-    _require(p.max_attempts >= 1, "publisher.max_attempts: must be at least 1")
-    _require(p.retry_base_s > 0, "publisher.retry_base_s: must be positive")
     _require(p.retry_max_s >= p.retry_base_s, "publisher.retry_max_s: must be >= retry_base_s")
     _require(p.lease_s > s.segment.timeout_s, "publisher.lease_s: must exceed segment.timeout_s")
-    _require(1 <= p.concurrency <= 64, "publisher.concurrency: must be between 1 and 64")
-    _require(
-        1 <= p.batch_max_events <= MAX_BATCH_EVENTS,
-        f"publisher.batch_max_events: must be between 1 and {MAX_BATCH_EVENTS}",
-    )
-
-
-def _check_other(s: Settings) -> None:
-    _require(s.retention.delivered_days >= 1, "retention.delivered_days: must be at least 1")
-    _require(
-        s.logging.level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
-        "logging.level: must be one of DEBUG, INFO, WARNING, ERROR",
-    )
-    _require(s.logging.format in ("text", "json"), "logging.format: must be text or json")
 
 
 def _check_sources(s: Settings) -> None:
@@ -356,11 +371,10 @@ def _require(condition: bool, message: str) -> None:
 
 
 _RULES = (
-    _check_server,
+    _check_bounds,
     _check_database,
     _check_segment,
     _check_publisher,
-    _check_other,
     _check_sources,
 )
 
