@@ -92,13 +92,11 @@ def _sendgrid(secret: str) -> Verifier:
     key = _p256_public_key(secret)
 
     def check(headers: Mapping[str, str], body: bytes, now_s: float) -> str | None:
-        signature = headers.get(SENDGRID_SIGNATURE_HEADER)
-        stamp = headers.get(SENDGRID_TIMESTAMP_HEADER)
-        if not signature or not stamp:
-            return f"missing {SENDGRID_SIGNATURE_HEADER} or {SENDGRID_TIMESTAMP_HEADER} header"
-        problem = _stale(stamp, now_s)
-        if problem:
-            return problem
+        found = _fresh_signature(headers, SENDGRID_SIGNATURE_HEADER, SENDGRID_TIMESTAMP_HEADER,
+                                 now_s)
+        if isinstance(found, str):
+            return found
+        signature, stamp = found
         try:
             key.verify(base64.b64decode(signature, validate=True), stamp.encode() + body,
                        ec.ECDSA(hashes.SHA256()))
@@ -157,13 +155,11 @@ def _mailgun_signature(body: bytes) -> tuple[str, str, str] | None:
 
 def _customerio(secret: str) -> Verifier:
     def check(headers: Mapping[str, str], body: bytes, now_s: float) -> str | None:
-        given = headers.get(CUSTOMERIO_SIGNATURE_HEADER)
-        stamp = headers.get(CUSTOMERIO_TIMESTAMP_HEADER)
-        if not given or not stamp:
-            return f"missing {CUSTOMERIO_SIGNATURE_HEADER} or {CUSTOMERIO_TIMESTAMP_HEADER} header"
-        problem = _stale(stamp, now_s)
-        if problem:
-            return problem
+        found = _fresh_signature(headers, CUSTOMERIO_SIGNATURE_HEADER,
+                                 CUSTOMERIO_TIMESTAMP_HEADER, now_s)
+        if isinstance(found, str):
+            return found
+        given, stamp = found
         expected = _hmac_hex(secret, f"v0:{stamp}:".encode() + body)
         matched = given.isascii() and hmac.compare_digest(expected, given.strip().lower())
         return None if matched else "signature does not match the body"
@@ -181,6 +177,16 @@ def basic_auth_problem(expected: str, header: str | None) -> str | None:
     except ValueError:
         return "malformed HTTP Basic credentials"
     return None if hmac.compare_digest(given, expected.encode()) else "wrong HTTP Basic credentials"
+
+
+def _fresh_signature(
+    headers: Mapping[str, str], signature_header: str, stamp_header: str, now_s: float
+) -> tuple[str, str] | str:
+    """Return (signature, timestamp) from a sender's two headers, or why they do not do."""
+    signature, stamp = headers.get(signature_header), headers.get(stamp_header)
+    if not signature or not stamp:
+        return f"missing {signature_header} or {stamp_header} header"
+    return _stale(stamp, now_s) or (signature, stamp)
 
 
 def _stale(stamp: str, now_s: float) -> str | None:
