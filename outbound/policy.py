@@ -35,7 +35,7 @@ def classify(exc: BaseException, host: str = "") -> Failure:
     """
     if isinstance(exc, APIError):
         status = int(exc.status) if str(exc.status).isdigit() else 0
-        error = f"Segment answered {status}: {str(exc.message)[:300]}"
+        error = _answered(status, str(exc.message))
         if status in BISECT_STATUSES:
             return Failure(Verdict.BISECT, error)
         retry_after = parse_retry_after(exc.response) if exc.response is not None else None
@@ -45,13 +45,22 @@ def classify(exc: BaseException, host: str = "") -> Failure:
     return Failure(Verdict.RETRY, f"Segment unreachable{where}: {network_problem(exc)}\n{raw}")
 
 
+def _answered(status: int, message: str) -> str:
+    """Segment's own reason stays on the first line; a body that is no reason (an HTML page
+    from a proxy in front of Segment) goes to the second."""
+    text = message.strip()[:300]
+    if not text or "\n" in text or ("<" in text and ">" in text):
+        return f"Segment answered {status}" + (f"\n{text}" if text else "")
+    return f"Segment answered {status}: {text}"
+
+
 def network_problem(exc: BaseException) -> str:
     """Name what went wrong on the way to Segment, in a few words."""
     chain = list(_causes(exc))
     text = " ".join(f"{type(e).__name__} {e}" for e in chain).lower()
     if any(isinstance(e, requests.Timeout | TimeoutError) for e in chain) or "timed out" in text:
         return "timed out"
-    if any(isinstance(e, requests.exceptions.SSLError) for e in chain) or "ssl" in text:
+    if any("SSL" in type(e).__name__ for e in chain):
         return "TLS handshake failed"
     if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in text:
         return "connection refused"

@@ -39,7 +39,11 @@ def configure_logging(settings: LoggingSettings) -> None:
     root.setLevel(settings.level.upper())
     # Tortoise logs every statement with its parameters at DEBUG: never let that leak data.
     logging.getLogger("tortoise").setLevel(max(logging.INFO, root.level))
-    # segment-analytics-python logs whole request bodies, write key included, at DEBUG.
-    logging.getLogger("segment").setLevel(max(logging.INFO, root.level))
+    # aiosqlite logs each statement with its parameters (subscribers' ids) at DEBUG.
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, root.level))
+    # segment-analytics-python logs whole request bodies, write key included, at DEBUG, and
+    # an ERROR for every batch answered with a non-JSON body; the publisher says what went
+    # wrong once per outage, so only the library's CRITICAL lines pass.
+    logging.getLogger("segment").setLevel(logging.CRITICAL)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
