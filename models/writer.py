@@ -79,15 +79,24 @@ class GroupWriter:
     async def _commit(self, group: list[_Pending]) -> None:
         try:
             results = await self._ingest.write([p.batch for p in group])
-        except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-            # An outage (DatabaseUnavailable) each request answers 503; anything else is a
-            # bug, which each request reports as such, with its traceback, once.
-            if isinstance(exc, DatabaseUnavailable):
-                logger.warning("ingest commit of %d request(s) failed: %s", len(group), exc)
+        except DatabaseUnavailable as exc:  # each request answers 503
+            logger.warning("ingest commit of %d request(s) failed: %s", len(group), exc)
+            _fail(group, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug, perhaps in one request's data
+            if len(group) == 1:
+                _fail(group, exc)
+                return
+            # Commit each request on its own, so that only the one that hits the bug fails.
             for pending in group:
-                if not pending.done.done():
-                    pending.done.set_exception(exc)
+                await self._commit([pending])
             return
         for pending, result in zip(group, results, strict=True):
             if not pending.done.done():
                 pending.done.set_result(result)
+
+
+def _fail(group: list[_Pending], exc: BaseException) -> None:
+    for pending in group:
+        if not pending.done.done():
+            pending.done.set_exception(exc)

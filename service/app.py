@@ -129,6 +129,22 @@ def _route_name(request: web.Request) -> str:
     return resource.canonical if resource is not None else "-"
 
 
+def _outage_noise_as_warning(store: Store) -> Any:
+    """Return a loop exception handler that logs what a database outage leaves behind in the
+    driver's background tasks (a connection lost, never awaited) as the WARNING it is;
+    anything else goes to asyncio's own handler (an ERROR)."""
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if exc is not None and isinstance(store.db.translate(exc), DatabaseUnavailable):
+            logger.warning("database connection lost in the background: %s: %s",
+                           type(exc).__name__, str(exc)[:200])
+            return
+        loop.default_exception_handler(context)
+
+    return handler
+
+
 def webhook_sources(settings: Settings) -> list[WebhookSource]:
     """Return what the webhook needs of each source: token, format and its checks."""
     return [
@@ -143,6 +159,7 @@ def _store_ctx(store: Store, migrate_sqlite: bool):  # noqa: ANN202 - cleanup_ct
         if migrate_sqlite and store.db.migrates_on_serve:
             await store.migrate()
         await store.open()
+        asyncio.get_running_loop().set_exception_handler(_outage_noise_as_warning(store))
         settings = app[SETTINGS]
         for key in placeholder_secrets(settings):
             logger.warning("%s still holds the placeholder from config.yaml; set it", key)

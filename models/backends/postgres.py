@@ -58,8 +58,11 @@ class PostgresDatabase(Database):
             state = getattr(exc, "sqlstate", "") or ""
             return state.startswith(POSTGRES_UNAVAILABLE_CLASSES) or (
                 state in POSTGRES_UNAVAILABLE_CODES)
-        # InterfaceError: the connection or pool is closed; OSError: refused, reset, DNS.
-        return isinstance(exc, asyncpg.InterfaceError | OSError | TimeoutError)
+        # InterfaceError: the connection or pool is closed; OSError: refused, reset, DNS;
+        # InternalClientError: work begun on a connection the server has just terminated
+        # ("cannot switch to state ...; another operation is in progress").
+        return isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError
+                          | TimeoutError)
 
 
 class _PostgresTransaction(Transaction):

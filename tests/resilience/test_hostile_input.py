@@ -615,6 +615,8 @@ async def test_sql_metacharacters_leave_every_table_in_place(
         "nudgespot_rejected": 2,
         "nudgespot_source_counter": 1,
         "nudgespot_identified_user": 0,
+        "nudgespot_delivery_minute": 0,
+        "nudgespot_backlog_minute": 0,
     }
     report = (await status_json(client)).json
     assert report["sources"]["default"]["duplicates"] == 1
