@@ -645,10 +645,14 @@ async def test_sql_metacharacters_in_replay_filters_match_nothing_and_change_not
     before = await table_counts(client)
 
     async with client.post("/replay", json={
-        "source": text, "ids": [text, f"x{text}"], "status": ["dead", "pending", "delivered"],
+        "source": "default", "ids": [text, f"x{text}"],
+        "status": ["dead", "pending", "delivered"],
     }) as resp:
         assert resp.status == 200, await resp.text()
         assert await resp.json() == {"matched": 0, "requeued": 0}
+    async with client.post("/replay", json={"source": text}) as resp:  # not a source: named
+        assert resp.status == 400, await resp.text()
+        assert "unknown source" in (await resp.json())["error"]
 
     assert await table_counts(client) == before
     await assert_stored_once(client, keep)
