@@ -17,7 +17,7 @@ from service.admin_auth import admin_only
 from service.config import Settings
 from service.metrics import Metrics
 from service.replay import ReplayRequestError, replay_request, run_replay
-from service.status import status_document, status_html
+from service.status import CHART_WINDOW, status_document, status_html
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,12 @@ class AdminViews:
         names = [s.name for s in self._settings.sources]
         document = status_document(names, stats, dead, rejected, now, __version__)
         if _wants_html(request):
-            return web.Response(text=status_html(document), content_type="text/html",
-                                headers={"Cache-Control": "no-store"})
+            try:  # the chart's minutes: for the page only, so the JSON stays small
+                history = await self._store.admin.history(now - CHART_WINDOW)
+            except DatabaseUnavailable as exc:
+                return _unavailable(exc)
+            return web.Response(text=status_html(document, history, now),
+                                content_type="text/html", headers={"Cache-Control": "no-store"})
         return web.json_response(document, headers={"Cache-Control": "no-store"})
 
     async def replay(self, request: web.Request) -> web.Response:

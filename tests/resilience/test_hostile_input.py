@@ -705,7 +705,8 @@ XSS = "<script>alert('x')</script>"
 XSS_IMG = '"><img src=x onerror=alert(1)>'
 XSS_BREAKOUT = "</code></td></tr></table><script>alert(2)</script>"
 PAGE_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "table",
-             "tr", "th", "td", "code", "button", "script"}
+             "tr", "th", "td", "code", "button", "script", "details", "summary",
+             "svg", "desc", "line", "path", "text"}
 
 
 class TagCollector(HTMLParser):
