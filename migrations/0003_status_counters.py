@@ -66,7 +66,8 @@ class Migration(migrations.Migration):
 # that holds only delivered rows, and the counters start from what the table holds now.
 BACKLOG_INDEX = (
     "CREATE INDEX nudgespot_event_backlog ON nudgespot_event "
-    "(source, status, attempts, received_at) WHERE status IN ('pending', 'dead')"
+    "(source, status, attempts, received_at, next_attempt_at) "
+    "WHERE status IN ('pending', 'dead')"
 )
 DELIVERED_INDEX = (
     "CREATE INDEX nudgespot_event_delivered_at ON nudgespot_event (delivered_at) "
@@ -84,11 +85,16 @@ COUNT_REJECTED = (
     "SELECT source, 0, COUNT(*) FROM nudgespot_rejected WHERE id > 0 GROUP BY source "
     "ON CONFLICT (source) DO UPDATE SET rejected = excluded.rejected"
 )
+# The latest error per source: one pass with a window function (a correlated subquery per
+# row would take hours on a large table). Only pending and dead rows keep an error (delivery
+# clears it), so the backlog index serves the pass.
 LAST_ERROR = (
     "INSERT INTO nudgespot_source_counter (source, duplicates, last_error, last_error_at) "
-    "SELECT e.source, 0, e.last_error, e.updated_at FROM nudgespot_event e "
-    "WHERE e.id = (SELECT e2.id FROM nudgespot_event e2 WHERE e2.source = e.source "
-    "AND e2.last_error IS NOT NULL ORDER BY e2.updated_at DESC, e2.id DESC LIMIT 1) "
+    "SELECT source, 0, last_error, updated_at FROM ("
+    "SELECT source, last_error, updated_at, ROW_NUMBER() OVER ("
+    "PARTITION BY source ORDER BY updated_at DESC, id DESC) AS position "
+    "FROM nudgespot_event WHERE status IN ('pending', 'dead') AND last_error IS NOT NULL"
+    ") latest WHERE position = 1 "
     "ON CONFLICT (source) DO UPDATE SET last_error = excluded.last_error, "
     "last_error_at = excluded.last_error_at"
 )

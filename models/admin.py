@@ -47,9 +47,11 @@ RECOUNT = (
     f"SELECT source, 0, COUNT(*) FROM {REJECTS} WHERE id > 0 GROUP BY source "
     "ON CONFLICT (source) DO UPDATE SET rejected = excluded.rejected",
     f"INSERT INTO {COUNTERS} (source, duplicates, last_error, last_error_at) "
-    f"SELECT e.source, 0, e.last_error, e.updated_at FROM {EVENTS} e "
-    f"WHERE e.id = (SELECT e2.id FROM {EVENTS} e2 WHERE e2.source = e.source "
-    "AND e2.last_error IS NOT NULL ORDER BY e2.updated_at DESC, e2.id DESC LIMIT 1) "
+    "SELECT source, 0, last_error, updated_at FROM ("
+    "SELECT source, last_error, updated_at, ROW_NUMBER() OVER ("
+    "PARTITION BY source ORDER BY updated_at DESC, id DESC) AS position "
+    f"FROM {EVENTS} WHERE {BACKLOG} AND last_error IS NOT NULL"
+    ") latest WHERE position = 1 "
     "ON CONFLICT (source) DO UPDATE SET last_error = excluded.last_error, "
     "last_error_at = excluded.last_error_at",
 )
