@@ -9,7 +9,9 @@ loopback, drives load from a separate load-generator process, and prints a table
   c. drain rate of a 100,000-event backlog into the fake Segment, as a ratio to raw
      segment.analytics.request.post of the same batches from one process;
   d. ingest -> Segment latency p50 and p99 at a steady 500 events/s;
-  e. peak RSS of the service while draining a 1,000,000-event backlog (and along the way).
+  e. peak RSS of the service while draining a 1,000,000-event backlog (and along the way);
+  f. GET /status, /metrics and `status --json` on 1,000,000 and 10,000,000 stored events;
+  g. webhook latency at 500/s while retention purges 1,000,000 old events (bench/scale.py).
 
 It prints; it does not pass or fail.
 """
@@ -113,7 +115,7 @@ sources:
 
 
 class Bench:
-    def __init__(self, db: str, quick: bool, workdir: Path, steps: str = "abcde") -> None:
+    def __init__(self, db: str, quick: bool, workdir: Path, steps: str = "abcdefg") -> None:
         self.db = db
         self.quick = quick
         self.steps = steps
@@ -275,6 +277,8 @@ class Bench:
         }
 
     def run(self) -> dict[str, Any]:
+        from bench import scale
+
         self.prepare_database()
         fake_log = self.workdir / "fake.log"
         try:
@@ -287,6 +291,8 @@ class Bench:
                     ("c", "c drain", lambda: self.drain(self.scale(100_000), "c")),
                     ("c", "c raw post", lambda: self.raw_post(self.scale(100_000))),
                     ("e", "e 1M drain", lambda: self.drain(self.scale(1_000_000), "e", True)),
+                    ("f", "f status at scale", lambda: scale.status_at_scale(self)),
+                    ("g", "g retention under load", lambda: scale.retention_under_load(self)),
                 ]
                 for keys, name, step in steps:
                     if not set(keys) & set(self.steps):
@@ -385,6 +391,10 @@ def table(all_results: dict[str, dict[str, Any]]) -> str:
         lambda r: f"{r['d']['p50_ms']:.0f} ms / {r['d']['p99_ms']:.0f} ms")
     row("e. peak RSS draining 1,000,000 (RSS at 25/50/75/100 %)", "≤ 250 MB, flat",
         lambda r: f"{r['e']['peak_rss_mb']:.0f} MB ({' / '.join(f'{m:.0f}' for m in r['e']['rss_along_mb'])})")  # noqa: E501
+    from bench import scale
+
+    for label, target, fmt in scale.ROWS:
+        row(label, target, fmt)
     return "\n".join(lines)
 
 
@@ -406,7 +416,8 @@ def main() -> None:
     parser.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--quick", action="store_true", help="a tenth of every size")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
-    parser.add_argument("--steps", default="abcde", help="which figures to measure (abcde)")
+    parser.add_argument("--steps", default="abcdefg",
+                        help="which figures to measure (abcdefg)")
     parser.add_argument("--publisher", default="",
                         help="extra publisher settings, e.g. 'concurrency: 2'")
     parser.add_argument("--db-url-suffix", default="",
