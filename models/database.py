@@ -16,7 +16,7 @@ import os
 import pkgutil
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext
@@ -128,7 +128,7 @@ class Database(abc.ABC):
         try:
             return await self._client().execute_query_dict(sql, list(params))
         except Exception as exc:
-            raise self.translate(exc) from exc
+            self.reraise(exc)
 
     async def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers a trivial query."""
@@ -158,6 +158,13 @@ class Database(abc.ABC):
         """Return the clause a claim's inner SELECT ends with to skip rows others lock."""
 
     # --- failures -------------------------------------------------------------------------
+
+    def reraise(self, exc: Exception) -> NoReturn:
+        """Raise DatabaseUnavailable (from `exc`) for an outage, else `exc` as it is."""
+        translated = self.translate(exc)
+        if translated is exc:
+            raise exc
+        raise translated from exc
 
     def translate(self, exc: BaseException) -> BaseException:
         """Return DatabaseUnavailable for a connection-level failure, else `exc` itself."""

@@ -51,7 +51,7 @@ class PostgresDatabase(Database):
                 yield tx
                 await tx.flush()
         except Exception as exc:
-            raise self.translate(exc) from exc
+            self.reraise(exc)
 
     def is_unavailable(self, exc: BaseException) -> bool:
         if isinstance(exc, asyncpg.PostgresError):

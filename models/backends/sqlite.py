@@ -57,7 +57,7 @@ class SqliteDatabase(Database):
             except BaseException as exc:
                 await tx.rollback()
                 if isinstance(exc, Exception):
-                    raise self.translate(exc) from exc
+                    self.reraise(exc)
                 raise
 
     def is_unavailable(self, exc: BaseException) -> bool:
