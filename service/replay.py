@@ -16,7 +16,7 @@ from models.admin import REPLAYABLE, ReplayFilter
 from models.time import utcnow
 
 Progress = Callable[[int, int], None]
-DEFAULT_FORMAT = NudgespotFormat()
+UNCONFIGURED_SOURCE_FORMAT = NudgespotFormat()  # quarantine of a source no longer configured
 
 
 class ReplayRequestError(ValueError):
@@ -107,7 +107,7 @@ async def admit_rejected(
         admission = IngestBatch(events=[], ignored={})
         admitted_ids: list[int] = []
         for row in batch:
-            fmt = formats.get(row.source, DEFAULT_FORMAT)
+            fmt = formats.get(row.source, UNCONFIGURED_SOURCE_FORMAT)
             parsed = _reparse(fmt, row.payload, row.body_index, now)
             matched += 1
             if parsed is None:
