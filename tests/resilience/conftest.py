@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import REQUIRE_POSTGRES
 from tests.resilience.harness import (
     Inspector,
     ServiceProcess,
@@ -17,6 +18,7 @@ from tests.resilience.harness import (
     service_config,
     write_config,
 )
+from tests.resilience.pgcluster import PrivateCluster, unavailable_reason
 
 
 @pytest.fixture
@@ -75,3 +77,21 @@ def sqlite_database(sqlite_url: str) -> Inspector:
 @pytest.fixture
 def postgres_database_inspector(postgres_url: str) -> Inspector:
     return inspector_for(postgres_url)
+
+
+@pytest.fixture
+async def private_cluster() -> AsyncIterator[PrivateCluster]:
+    """A running private PostgreSQL cluster; stopped and deleted afterwards."""
+    reason = unavailable_reason()
+    if reason is not None:
+        message = f"cannot start a private PostgreSQL cluster: {reason}"
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"{message}; NUDGESPOT_TEST_REQUIRE_POSTGRES/CI demands this test runs")
+        pytest.skip(message)
+    cluster = PrivateCluster()
+    try:
+        await cluster.init()
+        await cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()

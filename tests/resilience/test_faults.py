@@ -58,7 +58,7 @@ from tests.resilience.harness import (
     wait_delivered,
     wait_until,
 )
-from tests.resilience.pgcluster import PrivateCluster, unavailable_reason
+from tests.resilience.pgcluster import PrivateCluster
 from tests.resilience.test_postgres_restart import (
     Outages,
     answers_since,
@@ -525,23 +525,6 @@ async def test_a_bug_in_one_request_does_not_fail_the_valid_requests_committed_w
 # 500 (asyncpg.InternalClientError), so this many make a regression all but certain to show.
 QUICK_RESTARTS = 12
 
-
-@pytest.fixture
-async def private_cluster() -> AsyncIterator[PrivateCluster]:
-    """A running private PostgreSQL cluster (as test_postgres_restart.py's); deleted after."""
-    reason = unavailable_reason()
-    if reason is not None:
-        message = f"cannot start a private PostgreSQL cluster: {reason}"
-        if REQUIRE_POSTGRES:
-            pytest.fail(f"{message}; NUDGESPOT_TEST_REQUIRE_POSTGRES/CI demands this test runs")
-        pytest.skip(message)
-    cluster = PrivateCluster()
-    try:
-        await cluster.init()
-        await cluster.start()
-        yield cluster
-    finally:
-        cluster.destroy()
 
 
 class OutageTreatedAsBug(AssertionError):

@@ -12,13 +12,11 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
 
-from tests.conftest import REQUIRE_POSTGRES
 from tests.resilience.harness import (
     FACTOR,
     SOAK,
@@ -34,7 +32,7 @@ from tests.resilience.harness import (
     wait_delivered,
     wait_until,
 )
-from tests.resilience.pgcluster import PrivateCluster, unavailable_reason
+from tests.resilience.pgcluster import PrivateCluster
 
 pytestmark = pytest.mark.timeout(timeout_for(180))
 
@@ -45,23 +43,6 @@ CYCLES = 5 if SOAK else 1
 RECOVERED_RUN = 40
 RECOVER_S = 15.0
 
-
-@pytest.fixture
-async def private_cluster() -> AsyncIterator[PrivateCluster]:
-    """A running private PostgreSQL cluster; stopped and deleted afterwards."""
-    reason = unavailable_reason()
-    if reason is not None:
-        message = f"cannot start a private PostgreSQL cluster: {reason}"
-        if REQUIRE_POSTGRES:
-            pytest.fail(f"{message}; NUDGESPOT_TEST_REQUIRE_POSTGRES/CI demands this test runs")
-        pytest.skip(message)
-    cluster = PrivateCluster()
-    try:
-        await cluster.init()
-        await cluster.start()
-        yield cluster
-    finally:
-        cluster.destroy()
 
 
 async def readyz(http: aiohttp.ClientSession, base_url: str) -> int | None:
