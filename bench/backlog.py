@@ -12,6 +12,7 @@ from bench.loadgen import event
 from inbound.parse import Accepted, parse_event
 from models import IngestBatch, NewEvent, Store
 from service.config import load_settings
+from service.wiring import prepare_message
 
 CHUNK = 5000
 
@@ -41,7 +42,7 @@ async def preload(config: str, count: int, run: str) -> None:
         chunk: list[NewEvent] = []
         for a in accepted_events(count, run):
             chunk.append(NewEvent("default", a.dedup_key, a.event_type, a.event_time,
-                                  a.fields_json, a.payload))
+                                  a.fields_json, a.payload, prepare_message("default", a)))
             if len(chunk) == CHUNK:
                 await store.ingest.write([IngestBatch(events=chunk)])
                 chunk = []

@@ -130,6 +130,15 @@ class Bench:
         self.wrk: str | None = None  # the path of wrk; None: the Python generator
         self.loop = "asyncio"
 
+    def publisher_concurrency(self) -> int:
+        from outbound.settings import PublisherSettings
+
+        for part in self.publisher.split(","):
+            key, _, value = part.partition(":")
+            if key.strip() == "concurrency":
+                return int(value)
+        return PublisherSettings.concurrency
+
     def loop_args(self) -> list[str]:
         return ["--loop", self.loop]
 
@@ -266,14 +275,16 @@ class Bench:
         units = [Unit(i, [m]) for i, m in enumerate(messages_for(count, run="raw"))]
         batches = pack(units, write_key=WRITE_KEY)
         host = f"http://127.0.0.1:{self.segment_port}"
-        with ThreadPoolExecutor(max_workers=4) as pool:
+        # As many threads as the service's publisher posts from (publisher.concurrency).
+        with ThreadPoolExecutor(max_workers=self.publisher_concurrency()) as pool:
             list(pool.map(lambda b: post(WRITE_KEY, host, gzip=True, timeout=15,
                                          batch=b.messages), batches))
         stats = self.fake("/stats")
         assert stats["distinct"] == count
         elapsed = stats["last_at"] - stats["first_at"]  # measured as the service's drain is
         self.results["c_raw"] = {"events": count, "seconds": elapsed,
-                                 "events_s": count / elapsed, "batches": len(batches)}
+                                 "events_s": count / elapsed, "batches": len(batches),
+                                 "threads": self.publisher_concurrency()}
 
     def latency(self) -> None:
         from outbound.mapping import message_id

@@ -38,6 +38,8 @@ class WebhookSource:
 
 Submit = Callable[[IngestBatch], Awaitable[IngestResult]]
 OnStored = Callable[[str], None]
+# Returns an accepted event's outgoing message, ready to store (None: made when published).
+Prepare = Callable[[str, Accepted], "str | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +79,10 @@ class Webhook:
         max_body_bytes: int,
         on_stored: OnStored = lambda source: None,
         on_request: OnRequest = lambda outcome: None,
+        prepare: Prepare = lambda source, accepted: None,
     ) -> None:
         self._sources = tuple(sources)
+        self._prepare = prepare
         self._submit = submit
         self._max_body_bytes = max_body_bytes
         self._on_stored = on_stored
@@ -176,7 +180,8 @@ class Webhook:
         accepted = [p for p in parsed if isinstance(p, Accepted)]
         rejected = [p for p in parsed if isinstance(p, Rejected)]
         ignored = sum(1 for p in parsed if isinstance(p, Ignored))
-        result = await self._store(_batch(source.name, accepted, rejected, ignored))
+        result = await self._store(
+            _batch(source.name, accepted, rejected, ignored, self._prepare))
         if result.accepted:
             self._on_stored(source.name)
         answer: dict[str, Any] = {"accepted": result.accepted, "duplicates": result.duplicates}
@@ -205,10 +210,12 @@ class Webhook:
 
 
 def _batch(
-    source: str, accepted: list[Accepted], rejected: list[Rejected], ignored: int
+    source: str, accepted: list[Accepted], rejected: list[Rejected], ignored: int,
+    prepare: Prepare,
 ) -> IngestBatch:
     events = [
-        NewEvent(source, a.dedup_key, a.event_type, a.event_time, a.fields_json, a.payload)
+        NewEvent(source, a.dedup_key, a.event_type, a.event_time, a.fields_json, a.payload,
+                 prepare(source, a))
         for a in accepted
     ]
     rejects = [NewReject(source, r.index, r.payload, r.reason) for r in rejected]

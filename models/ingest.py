@@ -14,8 +14,8 @@ from models.sql import insert_rows
 from models.time import utcnow
 
 EVENT_INSERT_COLUMNS = (
-    "source", "dedup_key", "event_type", "event_time", "fields_json", "payload", "status",
-    "attempts", "next_attempt_at", "received_at", "updated_at",
+    "source", "dedup_key", "event_type", "event_time", "fields_json", "payload", "message",
+    "status", "attempts", "next_attempt_at", "received_at", "updated_at",
 )
 REJECT_INSERT_COLUMNS = ("source", "body_index", "payload", "reason", "received_at")
 
@@ -30,6 +30,7 @@ class NewEvent:
     event_time: datetime
     fields_json: str
     payload: str
+    message: str | None = None  # the ready Segment track message, when it could be made
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,7 @@ class IngestQueries:
             insert_rows(
                 self._db.dialect, EVENTS, EVENT_INSERT_COLUMNS,
                 [(e.source, e.dedup_key, e.event_type, time(e.event_time), e.fields_json,
-                  e.payload, PENDING, 0, stamp, stamp, stamp)
+                  e.payload, e.message, PENDING, 0, stamp, stamp, stamp)
                  for e in events[start : start + ROWS_PER_STATEMENT]],
                 suffix="ON CONFLICT (source, dedup_key) DO NOTHING RETURNING source, dedup_key",
             )

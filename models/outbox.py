@@ -26,7 +26,7 @@ from models.sql import in_list, insert_rows
 from models.time import as_datetime, minute_of, utcnow
 
 CLAIM_COLUMNS = (
-    "id, source, dedup_key, event_type, event_time, fields_json, attempts, received_at"
+    "id, source, dedup_key, event_type, event_time, fields_json, message, attempts, received_at"
 )
 
 
@@ -42,6 +42,7 @@ class ClaimedEvent:
     fields: dict[str, Any]
     attempts: int
     received_at: datetime | None = None
+    message: str | None = None  # the track message made at ingest (None: map it now)
 
 
 class OutboxQueries:
@@ -52,9 +53,12 @@ class OutboxQueries:
         self._p = db.placeholder
 
     async def claim(
-        self, source: str, *, owner: str, limit: int, lease_s: float
+        self, source: str, *, owner: str, limit: int, lease_s: float, with_fields: bool = True
     ) -> list[ClaimedEvent]:
         """Lease up to `limit` due events of `source` to `owner`, oldest first.
+
+        `fields` are decoded only where they are needed: with_fields, or an event stored
+        without its message; otherwise they are left empty.
 
         One UPDATE ... RETURNING, so a claim is atomic; on PostgreSQL the inner SELECT skips
         rows that another replica is claiming at this moment instead of waiting for them.
@@ -74,7 +78,7 @@ class OutboxQueries:
         t = self._db.time
         rows = await self._db.fetch(
             sql, [owner, t(now + timedelta(seconds=lease_s)), t(now), source, limit])
-        events = [_claimed(row) for row in rows]
+        events = [_claimed(row, with_fields) for row in rows]
         events.sort(key=lambda e: (e.event_time, e.id))
         return events
 
@@ -219,18 +223,20 @@ class OutboxQueries:
             ))
 
 
-def _claimed(row: Row) -> ClaimedEvent:
+def _claimed(row: Row, with_fields: bool) -> ClaimedEvent:
     event_time = as_datetime(row["event_time"])
     assert event_time is not None
+    message = row["message"]
     return ClaimedEvent(
         id=int(row["id"]),
         source=row["source"],
         dedup_key=row["dedup_key"],
         event_type=row["event_type"],
         event_time=event_time,
-        fields=_fields(row["fields_json"]),
+        fields=_fields(row["fields_json"]) if with_fields or message is None else {},
         attempts=int(row["attempts"]),
         received_at=as_datetime(row["received_at"]),
+        message=message,
     )
 
 

@@ -30,6 +30,10 @@ class Event(Model):
     event_time = fields.DatetimeField()
     fields_json = fields.TextField()  # normalized fields, JSON
     payload = fields.TextField()  # the event object as received, JSON
+    # The Segment track message, serialized as it goes into a batch (ASCII: its length is its
+    # size), made once at ingest; null for events stored before 0.2.0, which are mapped when
+    # they are published.
+    message = fields.TextField(null=True)
     status = fields.CharField(max_length=16, default=PENDING)
     attempts = fields.IntField(default=0)
     next_attempt_at = fields.DatetimeField()

@@ -9,6 +9,7 @@ from typing import Any
 from segment.analytics.version import VERSION as LIBRARY_VERSION
 
 from models.schema import DEFAULT_FORMAT, EVENT_NAME_KEY, FORMAT_KEY, SEGMENT_EVENT_NAMES
+from outbound.packing import serialize
 
 INTEGRATIONS = {"Nudgespot": False}  # keep the events from looping back into Nudgespot
 MESSAGE_ID_PREFIX = "nudgespot-"
@@ -65,6 +66,24 @@ def track(
     message["integrations"] = dict(INTEGRATIONS)
     message["messageId"] = message_id(source, dedup_key)
     return message
+
+
+def track_text(
+    source: str,
+    dedup_key: str,
+    event_type: str,
+    event_time: datetime,
+    fields: dict[str, Any],
+    service_version: str,
+) -> str | None:
+    """Return the track message as it goes into a batch (stored at ingest, so the publisher
+    neither maps nor measures it), or None when the event cannot be mapped: the publisher
+    then tries again and says why."""
+    try:
+        return serialize(track(source, dedup_key, event_type, event_time, fields,
+                               service_version))
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+        return None
 
 
 def event_name(event_type: str, fields: dict[str, Any]) -> str:

@@ -18,14 +18,19 @@ ENVELOPE_BYTES = 120
 _ENCODER = json.JSONEncoder()
 
 
-def encoded_size(message: dict[str, Any]) -> int:
-    """Return the bytes a message takes in the request body, serialized as request.post does.
+def serialize(message: dict[str, Any]) -> str:
+    """Return a message as request.post writes it into the request body.
 
     Messages hold only JSON types (timestamps are already strings), so the default encoder
     writes exactly what request.post's DatetimeSerializer writes, and ensure_ascii makes the
     text length the byte length.
     """
-    return len(_ENCODER.encode(message))
+    return _ENCODER.encode(message)
+
+
+def encoded_size(message: dict[str, Any]) -> int:
+    """Return the bytes a message takes in the request body, serialized as request.post does."""
+    return len(serialize(message))
 
 
 @dataclass(slots=True)
@@ -37,11 +42,14 @@ class Unit:
     attempts: int = 0  # attempts the event has had before this one
     identifies: str | None = None  # the user key when the unit carries that user's identify
     received_at: datetime | None = None
+    sizes: list[int] | None = None  # each message's encoded size, when already known
     size: int = 0
 
     def __post_init__(self) -> None:
+        if self.sizes is None:
+            self.sizes = [encoded_size(m) for m in self.messages]
         # ", " separates messages inside the batch array.
-        self.size = sum(encoded_size(m) + 2 for m in self.messages)
+        self.size = sum(size + 2 for size in self.sizes)
 
 
 @dataclass(slots=True)
@@ -68,8 +76,7 @@ class Batch:
 
 def oversize_reason(unit: Unit) -> str | None:
     """Return why a unit can never be sent (a message over 32 KB), or None."""
-    for message in unit.messages:
-        size = encoded_size(message)
+    for size in unit.sizes or ():
         if size > MAX_MSG_SIZE:
             return f"message is {size} bytes, over Segment's {MAX_MSG_SIZE}-byte limit per event"
     return None

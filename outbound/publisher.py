@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import itertools
+import json
 import logging
 import time
 import uuid
@@ -37,7 +38,7 @@ class Outbox(Protocol):
     """What the publisher needs of the store: leased claims and their outcomes."""
 
     async def claim(
-        self, source: str, *, owner: str, limit: int, lease_s: float
+        self, source: str, *, owner: str, limit: int, lease_s: float, with_fields: bool = True
     ) -> list[ClaimedEvent]: ...
 
     async def mark_delivered(self, ids: Sequence[int]) -> None: ...
@@ -285,6 +286,7 @@ class SegmentPublisher:
                 owner=self.owner,
                 limit=self._options.batch_max_events,
                 lease_s=self._options.lease_s,
+                with_fields=source.identify,
             )
             if events:
                 return source, events
@@ -315,24 +317,17 @@ class SegmentPublisher:
         units: list[Unit] = []
         dead: dict[int, str] = {}
         for event in events:
-            messages = []
-            key = mapping.user_key(event.fields)
+            key = mapping.user_key(event.fields) if needs_identify else None
             identifies = key if key in needs_identify else None
             try:
-                if identifies:  # the identify goes right before this user's first track
-                    messages.append(
-                        mapping.identify(source.name, event.event_time, event.fields, version)
-                    )
-                messages.append(
-                    mapping.track(source.name, event.dedup_key, event.event_type,
-                                  event.event_time, event.fields, version)
-                )
-                unit = Unit(event.id, messages, attempts=event.attempts, identifies=identifies,
-                            received_at=event.received_at)
+                # The identify goes right before this user's first track.
+                messages, sizes = self._messages(source, event, identifies, version)
             except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
                 # A stored event that cannot become a message fails alone, not its batch.
                 dead[event.id] = f"cannot map event: {type(exc).__name__}: {str(exc)[:200]}"
                 continue
+            unit = Unit(event.id, messages, attempts=event.attempts, identifies=identifies,
+                        received_at=event.received_at, sizes=sizes)
             reason = oversize_reason(unit)
             if reason is not None:  # dead here: the user's next event carries the identify
                 dead[event.id] = reason
@@ -341,6 +336,23 @@ class SegmentPublisher:
                 needs_identify.discard(key)
             units.append(unit)
         return units, dead
+
+    @staticmethod
+    def _messages(
+        source: SourceTarget, event: ClaimedEvent, identifies: str | None, version: str
+    ) -> tuple[list[dict[str, Any]], list[int] | None]:
+        """Return an event's messages, and their sizes when they are known already."""
+        messages: list[dict[str, Any]] = []
+        if identifies:
+            messages.append(mapping.identify(source.name, event.event_time, event.fields, version))
+        if event.message is not None and not identifies:
+            return [json.loads(event.message)], [len(event.message)]
+        if event.message is not None:
+            messages.append(json.loads(event.message))
+        else:  # stored before messages were made at ingest
+            messages.append(mapping.track(source.name, event.dedup_key, event.event_type,
+                                          event.event_time, event.fields, version))
+        return messages, None
 
     async def _unidentified(self, source: SourceTarget, events: list[ClaimedEvent]) -> set[str]:
         if not source.identify:

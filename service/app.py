@@ -19,6 +19,7 @@ from service import __version__
 from service.admin_views import AdminViews
 from service.config import Settings, placeholder_secrets, source_verifier
 from service.metrics import Metrics
+from service.wiring import prepare_message
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def create_app(
         max_body_bytes=settings.server.max_body_bytes,
         on_stored=wake,
         on_request=metrics.request_done,
+        prepare=prepare_message,
     )
     app.add_routes(webhook.routes())
     app.add_routes(AdminViews(settings, store, metrics, wake).routes())

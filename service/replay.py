@@ -14,6 +14,7 @@ from inbound.parse import Accepted, BodyError, Ignored, Invalid, Parsed, check_t
 from models import IngestBatch, NewEvent, Store
 from models.admin import REPLAYABLE, ReplayFilter
 from models.time import utcnow
+from service.wiring import prepare_message
 
 Progress = Callable[[int, int], None]
 UNCONFIGURED_SOURCE_FORMAT = NudgespotFormat()  # quarantine of a source no longer configured
@@ -146,7 +147,7 @@ def _admit(admission: IngestBatch, source: str, parsed: list[Parsed]) -> None:
     for p in parsed:
         if isinstance(p, Accepted):
             events.append(NewEvent(source, p.dedup_key, p.event_type, p.event_time,
-                                   p.fields_json, p.payload))
+                                   p.fields_json, p.payload, prepare_message(source, p)))
         else:
             admission.ignored[source] = admission.ignored.get(source, 0) + 1
     admission.events = events

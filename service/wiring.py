@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from inbound.parse import Accepted
+from outbound import mapping
 from outbound.publisher import (
     PublisherOptions,
     PublishObserver,
@@ -38,3 +40,9 @@ def build_publisher(
     return SegmentPublisher(
         targets, publisher_options(settings), sender=sender, owner=owner, observer=observer
     )
+
+
+def prepare_message(source: str, accepted: Accepted) -> str | None:
+    """Return the track message of an accepted event, made once at ingest and stored."""
+    return mapping.track_text(source, accepted.dedup_key, accepted.event_type,
+                              accepted.event_time, accepted.fields, __version__)

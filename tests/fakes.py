@@ -85,7 +85,7 @@ class FakeOutbox:
     # No method awaits anything, so each one is atomic for the event loop, as a transaction is.
 
     async def claim(
-        self, source: str, *, owner: str, limit: int, lease_s: float
+        self, source: str, *, owner: str, limit: int, lease_s: float, with_fields: bool = True
     ) -> list[ClaimedEvent]:
         call = self._record("claim", source=source, owner=owner, limit=limit, lease_s=lease_s)
         now = call.at

@@ -14,7 +14,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -24,6 +24,7 @@ from aiohttp import web
 from models import IngestBatch, NewEvent, Store
 from models.tables import Event
 from outbound import mapping
+from outbound.packing import serialize as encoded
 from service.app import STORE, create_app
 from service.config import Settings
 from service.wiring import build_publisher
@@ -228,6 +229,45 @@ async def test_example_body_arrives_as_the_three_documented_tracks(
     ]
     assert len({m["messageId"] for m in tracks}) == 3
     assert fake.received and all(r.write_key == WRITE_KEY and r.gzipped for r in fake.received)
+
+
+async def test_the_webhook_stores_each_event_with_its_track_message_ready_to_send(
+    aiohttp_client: Any, fake: RecordingSegment, db_url: str
+) -> None:
+    settings = settings_for(db_url, fake)
+    client = await aiohttp_client(create_app(settings))  # no publisher: the rows stay pending
+
+    await post(client, EXAMPLE_BODY)
+
+    rows = await event_rows(client.app[STORE])
+    assert len(rows) == 3 and all(row.message is not None for row in rows)
+    stored = [json.loads(row.message) for row in rows]
+    assert [without_generated(m) for m in stored] == [without_generated(m) for m in EXAMPLE_TRACKS]
+    # Serialized as request.post writes it, so its length is the size the publisher packs by.
+    assert all(row.message == encoded(json.loads(row.message)) for row in rows)
+
+
+async def test_the_publisher_sends_the_stored_message_as_it_is(
+    aiohttp_client: Any, fake: RecordingSegment, db_url: str
+) -> None:
+    settings = settings_for(db_url, fake)
+    client = await aiohttp_client(create_app(settings))
+    store = client.app[STORE]
+    [event] = new_events(1, prefix="stored")
+    ready = mapping.track("default", event.dedup_key, event.event_type, event.event_time,
+                          json.loads(event.fields_json), "0.0.0")
+    ready["properties"]["made_at_ingest"] = True  # not what mapping the fields would give
+    await store.ingest.write([IngestBatch(events=[replace(event, message=encoded(ready))])])
+    publisher = build_publisher(settings)
+
+    await publisher.start(store.outbox)
+    try:
+        await fake.wait_until(lambda: len(fake.delivered) == 1)
+    finally:
+        await publisher.stop()
+
+    assert fake.delivered[0]["properties"] == {"made_at_ingest": True}
+    assert fake.delivered[0]["messageId"] == mid(event.dedup_key)
 
 
 async def test_events_of_each_source_go_with_that_sources_write_key(

@@ -87,7 +87,9 @@ FIXTURE_EVENTS = {
     ("up-3", "email_opened", "pending", 0, None),
     (CLICK_KEY, "email_clicked", "pending", 0, None),
 }
-MIGRATIONS_AFTER_UPGRADE = ["0001_initial", "0002_source_counter_ignored", "0003_status_counters"]
+MIGRATIONS_AFTER_UPGRADE = [
+    "0001_initial", "0002_source_counter_ignored", "0003_status_counters", "0004_event_message",
+]
 
 
 def integration(name: str = "nudgespot") -> dict[str, str]:
@@ -352,6 +354,15 @@ def test_migrate_keeps_every_event_with_its_status(upgraded_url: str) -> None:
 
     assert set(rows) == FIXTURE_EVENTS
     assert len(rows) == 4
+
+
+def test_events_of_0_1_0_have_no_stored_message_and_are_mapped_when_published(
+    upgraded_url: str,
+) -> None:
+    rows = asyncio.run(query(upgraded_url, "SELECT count(*) FROM nudgespot_event "
+                                           "WHERE message IS NULL"))
+
+    assert rows == [(len(FIXTURE_EVENTS),)]  # the publisher maps these from fields_json
 
 
 def test_migrate_keeps_the_quarantined_event(upgraded_url: str) -> None:
