@@ -268,7 +268,7 @@ class AdminQueries:
             ids = await self._matching_ids(selection, after_id=last_id)
             if not ids:
                 break
-            requeued += await self._requeue(ids)
+            requeued += await self._requeue(ids, selection)
             last_id = ids[-1]
             if progress is not None:
                 progress(requeued, matched)
@@ -283,22 +283,28 @@ class AdminQueries:
         )
         return [int(r["id"]) for r in rows]
 
-    async def _requeue(self, ids: Sequence[int]) -> int:
-        """Put events back to pending; delivered ones leave the delivered count."""
+    async def _requeue(self, ids: Sequence[int], selection: ReplayFilter) -> int:
+        """Put events back to pending; delivered ones leave the delivered count.
+
+        The filter is checked again as each row changes: an event settled since it was
+        selected (say, delivered while in flight) no longer matches and is not sent again.
+        """
         p, now = self._p, self._db.time(utcnow())
         marks = in_list(self._db.dialect, ids, 2)
+        where, params = selection.where(self._db, first=len(ids) + 2)
         async with self._db.transaction() as tx:
+            counted, counted_params = selection.where(self._db, first=len(ids) + 1)
             was_delivered = await tx.fetch(
                 f"SELECT source, COUNT(*) AS n FROM {EVENTS} WHERE status = '{DELIVERED}' "
-                f"AND id IN ({in_list(self._db.dialect, ids, 1)}) GROUP BY source",
-                list(ids),
+                f"AND id IN ({in_list(self._db.dialect, ids, 1)}) AND {counted} GROUP BY source",
+                [*ids, *counted_params],
             )
             rows = await tx.fetch(
                 f"UPDATE {EVENTS} SET status = '{PENDING}', attempts = 0, "
                 f"next_attempt_at = {p(1)}, updated_at = {p(1)}, delivered_at = NULL, "
                 f"lease_owner = NULL, lease_expires_at = NULL "
-                f"WHERE id IN ({marks}) RETURNING id",
-                [now, *ids],
+                f"WHERE id IN ({marks}) AND {where} RETURNING id",
+                [now, *ids, *params],
             )
             for row in was_delivered:
                 _add_to_counter(tx, self._db.dialect, row["source"], "delivered", -int(row["n"]))
