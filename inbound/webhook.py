@@ -142,6 +142,12 @@ class Webhook:
         if request.content_type not in JSON_TYPES and not request.content_type.endswith("+json"):
             shown = request.content_type or "none"
             raise WebhookError(415, f"Content-Type must be application/json, not {shown[:80]}")
+        try:
+            if length is not None and not request.headers.get("Content-Encoding"):
+                # The common case: the size is known and was checked above.
+                return await request.read()
+        except web.RequestPayloadError as exc:
+            raise WebhookError(400, "body could not be read", close=True) from exc
         chunks, size = [], 0
         try:
             async for chunk in request.content.iter_chunked(65536):

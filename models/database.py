@@ -14,7 +14,7 @@ import functools
 import importlib
 import os
 import pkgutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, ClassVar, NoReturn
 
@@ -34,6 +34,10 @@ Statement = tuple[str, Sequence[Any]]
 
 class DatabaseUnavailable(Exception):
     """The database could not be reached or refused the work for now; retry later."""
+
+
+class DatabaseInUse(Exception):
+    """Another process serves this database, and it can have only one (SQLite)."""
 
 
 def describe(exc: BaseException) -> str:
@@ -66,6 +70,9 @@ class Database(abc.ABC):
     concurrent_writers: ClassVar[int] = 1
     # whether `serve` applies migrations itself (one process owns an embedded database)
     migrates_on_serve: ClassVar[bool] = False
+    # whether the publisher's leases live in the serving process rather than in the rows
+    # (only where `exclusive` keeps a second process from serving the same database)
+    leases_in_memory: ClassVar[bool] = False
 
     def __init__(self, url: str, *, connection_name: str | None = None) -> None:
         db = expand_db_url(url)
@@ -114,6 +121,14 @@ class Database(abc.ABC):
                 await run_migrations(config=self.config, target=target)
             finally:
                 await ctx.close_connections()
+
+    def exclusive(self) -> Callable[[], None]:
+        """Claim this database for one serving process; return what gives it up.
+
+        Raises DatabaseInUse when another process holds it. Databases that several
+        replicas serve at once (their leases are in the rows) claim nothing.
+        """
+        return lambda: None
 
     @contextlib.contextmanager
     def orm(self) -> Iterator[None]:

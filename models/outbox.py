@@ -4,7 +4,8 @@ release, hold a source, and remember who was identified."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -51,6 +52,10 @@ class OutboxQueries:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._p = db.placeholder
+        # SQLite is served by one process (Database.exclusive), so its leases live here: a
+        # claim is a read, not a rewrite of every claimed row, and stays out of ingest's
+        # commits. Event id -> when the lease ends (time.monotonic()).
+        self._local: dict[int, float] | None = {} if db.leases_in_memory else None
 
     async def claim(
         self, source: str, *, owner: str, limit: int, lease_s: float, with_fields: bool = True
@@ -63,6 +68,8 @@ class OutboxQueries:
         One UPDATE ... RETURNING, so a claim is atomic; on PostgreSQL the inner SELECT skips
         rows that another replica is claiming at this moment instead of waiting for them.
         """
+        if self._local is not None:
+            return await self._claim_local(source, limit, lease_s, with_fields)
         p, now = self._p, utcnow()
         sql = (
             f"UPDATE {EVENTS} SET lease_owner = {p(1)}, lease_expires_at = {p(2)}, "
@@ -81,6 +88,51 @@ class OutboxQueries:
         events = [_claimed(row, with_fields) for row in rows]
         events.sort(key=lambda e: (e.event_time, e.id))
         return events
+
+    async def _claim_local(
+        self, source: str, limit: int, lease_s: float, with_fields: bool
+    ) -> list[ClaimedEvent]:
+        """The in-memory claim: due ids from the index, less those leased here, then their rows."""
+        assert self._local is not None
+        p, now = self._p, utcnow()
+        rows = await self._db.fetch(
+            f"SELECT id FROM {EVENTS} WHERE source = {p(1)} AND status = '{PENDING}' "
+            f"AND next_attempt_at <= {p(2)} AND NOT EXISTS (SELECT 1 FROM {COUNTERS} h "
+            f"WHERE h.source = {p(1)} AND h.held_until > {p(2)}) "
+            f"ORDER BY next_attempt_at, id LIMIT {p(3)}",
+            [source, self._db.time(now), limit + len(self._local)],
+        )
+        # From here to the leases' entry there is no await: a concurrent claim cannot take
+        # the same events (it read the same ids, perhaps, but sees these leases first).
+        clock = time.monotonic()
+        ids = [i for i in (int(r["id"]) for r in rows)
+               if self._local.get(i, 0.0) <= clock][:limit]
+        if not ids:
+            return []
+        for event_id in ids:
+            self._local[event_id] = clock + lease_s
+        try:
+            rows = await self._db.fetch(
+                f"SELECT {CLAIM_COLUMNS} FROM {EVENTS} WHERE status = '{PENDING}' "
+                f"AND id IN ({in_list(self._db.dialect, ids, 1)})", ids)
+        except BaseException:
+            self._forget(ids)
+            raise
+        self._forget(set(ids) - {int(r["id"]) for r in rows})  # settled meanwhile
+        events = [_claimed(row, with_fields) for row in rows]
+        events.sort(key=lambda e: (e.event_time, e.id))
+        return events
+
+    def _forget(self, ids: Iterable[int]) -> None:
+        """End the in-memory leases of these events (settled, released, or never sent)."""
+        if self._local is not None:
+            for event_id in ids:
+                self._local.pop(event_id, None)
+
+    def _held_here(self, ids: Sequence[int]) -> list[int]:
+        """Of these events, the ones leased here (in-memory leases only)."""
+        assert self._local is not None
+        return [i for i in ids if i in self._local]
 
     async def mark_delivered(self, ids: Sequence[int]) -> None:
         """Record that Segment accepted these events (whoever holds their lease)."""
@@ -102,6 +154,7 @@ class OutboxQueries:
                     per_source[row["source"]] = per_source.get(row["source"], 0) + 1
             for source, count in sorted(per_source.items()):
                 self._count_deliveries(tx, source, count, now)
+        self._forget(ids)
 
     def _count_deliveries(self, tx: Transaction, source: str, count: int, now: datetime) -> None:
         t = self._db.time
@@ -131,6 +184,7 @@ class OutboxQueries:
         error = error[:MAX_ERROR_CHARS]
         retrying = dead = 0
         sources: set[str] = set()
+        ids, holder = self._holder(ids, owner, 5)
         async with self._db.transaction() as tx:
             for chunk in _chunks(ids):
                 rows = await tx.fetch(
@@ -138,9 +192,10 @@ class OutboxQueries:
                     f"next_attempt_at = {p(2)}, updated_at = {p(3)}, "
                     f"status = CASE WHEN attempts + 1 >= {p(4)} THEN '{DEAD}' "
                     f"ELSE '{PENDING}' END, lease_owner = NULL, lease_expires_at = NULL "
-                    f"WHERE lease_owner = {p(5)} AND status = '{PENDING}' "
-                    f"AND id IN ({in_list(self._db.dialect, chunk, 6)}) RETURNING source, status",
-                    [error, t(next_attempt_at), t(now), max_attempts, owner, *chunk],
+                    f"WHERE {holder[0]} status = '{PENDING}' "
+                    f"AND id IN ({in_list(self._db.dialect, chunk, 5 + len(holder[1]))}) "
+                    f"RETURNING source, status",
+                    [error, t(next_attempt_at), t(now), max_attempts, *holder[1], *chunk],
                 )
                 for row in rows:
                     sources.add(row["source"])
@@ -150,7 +205,17 @@ class OutboxQueries:
                         retrying += 1
             for source in sorted(sources):
                 self._remember_error(tx, source, error, now)
+        self._forget(ids)
         return retrying, dead
+
+    def _holder(
+        self, ids: Sequence[int], owner: str, position: int
+    ) -> tuple[Sequence[int], tuple[str, list[str]]]:
+        """Return the ids `owner` may settle, and the condition (with its parameters) that
+        keeps a statement to the rows it holds: in the database, or leased here."""
+        if self._local is not None:
+            return self._held_here(ids), ("", [])
+        return ids, (f"lease_owner = {self._p(position)} AND", [owner])
 
     async def mark_dead(self, errors: dict[int, str]) -> None:
         """Mark each event dead with its own reason (Segment refused it, or it cannot fit)."""
@@ -171,6 +236,7 @@ class OutboxQueries:
                     last[row["source"]] = error[:MAX_ERROR_CHARS]
             for source, error in sorted(last.items()):
                 self._remember_error(tx, source, error, now)
+        self._forget(errors)
 
     def _remember_error(self, tx: Transaction, source: str, error: str, now: datetime) -> None:
         tx.execute(*counter_upsert(
@@ -182,18 +248,22 @@ class OutboxQueries:
     ) -> None:
         """Give back leased events without counting an attempt (claimable from `until`)."""
         p = self._p
-        params: list[Any] = [owner]
+        ids, (held, params) = self._holder(ids, owner, 1)
+        if self._local is not None and until is None:
+            self._forget(ids)  # nothing in the database to change
+            return
         later = ""
         if until is not None:
-            params.append(self._db.time(until))
-            later = f", next_attempt_at = {p(2)}"
+            params = [*params, self._db.time(until)]
+            later = f", next_attempt_at = {p(len(params))}"
         for chunk in _chunks(ids):
             await self._db.fetch(
                 f"UPDATE {EVENTS} SET lease_owner = NULL, lease_expires_at = NULL{later} "
-                f"WHERE lease_owner = {p(1)} AND status = '{PENDING}' "
+                f"WHERE {held} status = '{PENDING}' "
                 f"AND id IN ({in_list(self._db.dialect, chunk, len(params) + 1)})",
                 [*params, *chunk],
             )
+        self._forget(ids)
 
     async def hold_source(self, source: str, until: datetime) -> None:
         """Keep every publisher from claiming `source` before `until` (Segment's Retry-After)."""

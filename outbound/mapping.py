@@ -46,6 +46,8 @@ def user_key(fields: dict[str, Any]) -> str:
 def segment_timestamp(instant: datetime) -> str:
     """Return an instant as Segment expects it: UTC ISO 8601 with milliseconds and 'Z'."""
     utc = instant.astimezone(timezone.utc)
+    if utc.year >= 1000:  # isoformat pads the year to 4 digits, strftime does not
+        return utc.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 

@@ -6,7 +6,6 @@ import asyncio
 import collections
 import contextlib
 import itertools
-import json
 import logging
 import time
 import uuid
@@ -17,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import orjson
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from segment.analytics import request as segment_request
 
@@ -346,9 +346,9 @@ class SegmentPublisher:
         if identifies:
             messages.append(mapping.identify(source.name, event.event_time, event.fields, version))
         if event.message is not None and not identifies:
-            return [json.loads(event.message)], [len(event.message)]
+            return [orjson.loads(event.message)], [len(event.message)]
         if event.message is not None:
-            messages.append(json.loads(event.message))
+            messages.append(orjson.loads(event.message))
         else:  # stored before messages were made at ingest
             messages.append(mapping.track(source.name, event.dedup_key, event.event_type,
                                           event.event_time, event.fields, version))

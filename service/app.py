@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -67,7 +68,7 @@ def create_app(
     writer = GroupWriter(store.ingest, writers=store.db.concurrent_writers)
     app[WRITER] = writer
     # Exits run in reverse: the publisher stops, then the writer drains, then the store closes.
-    app.cleanup_ctx.append(_store_ctx(store, migrate_sqlite))
+    app.cleanup_ctx.append(_store_ctx(store, migrate_sqlite, exclusive=publisher is not None))
     app.cleanup_ctx.append(_writer_ctx(writer))
     if retention:
         app.cleanup_ctx.append(_retention_ctx(store, settings.retention.delivered_days))
@@ -156,23 +157,33 @@ def webhook_sources(settings: Settings) -> list[WebhookSource]:
     ]
 
 
-def _store_ctx(store: Store, migrate_sqlite: bool):  # noqa: ANN202 - cleanup_ctx factory
+def _store_ctx(store: Store, migrate_sqlite: bool, *, exclusive: bool):  # noqa: ANN202
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        if migrate_sqlite and store.db.migrates_on_serve:
-            await store.migrate()
-        await store.open()
-        asyncio.get_running_loop().set_exception_handler(_outage_noise_as_warning(store))
-        settings = app[SETTINGS]
-        for key in placeholder_secrets(settings):
-            logger.warning("%s still holds the placeholder from config.yaml; set it", key)
-        logger.info("nudgespot-segment %s starting: database %s; sources %s", __version__,
-                    store.db.dialect.name,
-                    ", ".join(f"{s.name} (format {s.format})" for s in settings.sources))
-        yield
-        await store.close()
-        logger.info("nudgespot-segment stopped: the database is closed")
+        # A publishing app claims the database first (one process serves a SQLite file).
+        release = store.db.exclusive() if exclusive else (lambda: None)
+        try:
+            async with _opened(store, migrate_sqlite, app[SETTINGS]):
+                yield
+        finally:
+            release()
 
     return ctx
+
+
+@contextlib.asynccontextmanager
+async def _opened(store: Store, migrate_sqlite: bool, settings: Settings) -> AsyncIterator[None]:
+    if migrate_sqlite and store.db.migrates_on_serve:
+        await store.migrate()
+    await store.open()
+    asyncio.get_running_loop().set_exception_handler(_outage_noise_as_warning(store))
+    for key in placeholder_secrets(settings):
+        logger.warning("%s still holds the placeholder from config.yaml; set it", key)
+    logger.info("nudgespot-segment %s starting: database %s; sources %s", __version__,
+                store.db.dialect.name,
+                ", ".join(f"{s.name} (format {s.format})" for s in settings.sources))
+    yield
+    await store.close()
+    logger.info("nudgespot-segment stopped: the database is closed")
 
 
 def _writer_ctx(writer: GroupWriter):  # noqa: ANN202 - cleanup_ctx factory

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from models.database import Database, Row, Statement, Transaction
+from models.database import Database, DatabaseInUse, Row, Statement, Transaction
 from models.sql import Dialect
 
 # SQLite result codes (the low byte of sqlite_errorcode) that mean "not now", not "wrong".
@@ -31,6 +33,33 @@ class SqliteDatabase(Database):
     engines = ("tortoise.backends.sqlite",)
     concurrent_writers = 1
     migrates_on_serve = True
+    leases_in_memory = True
+
+    def exclusive(self) -> Callable[[], None]:
+        """Hold an advisory lock on `<database file>.serve.lock` until released: a second
+        `serve` of the same file would send the events this one has leased in memory."""
+        path = self.config["connections"][self.connection_name]["credentials"]["file_path"]
+        if not path or path == ":memory:":
+            return lambda: None
+        lock_path = f"{os.path.abspath(path)}.serve.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise DatabaseInUse(
+                f"another process (pid {holder}) is serving {path}: a SQLite database is "
+                f"served by one process, whose publisher leases events in memory; stop that "
+                f"one first, or use PostgreSQL to run several replicas") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+
+        def release() -> None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+        return release
 
     @classmethod
     def connection_defaults(cls, credentials: dict[str, Any]) -> None:

@@ -441,7 +441,9 @@ async def test_live_lease_of_another_publisher_is_not_taken_over(
 
     assert fake.arrivals == []
     rows = await event_rows(store)
-    assert [(r.status, r.lease_owner) for r in rows] == [("pending", "alive")] * 3
+    # SQLite's leases are kept by the serving process, PostgreSQL's in the rows.
+    holder = None if store.db.leases_in_memory else "alive"
+    assert [(r.status, r.lease_owner) for r in rows] == [("pending", holder)] * 3
 
 
 async def test_two_publishers_on_one_postgres_database_send_each_event_once(

@@ -108,6 +108,9 @@ class TimedFakeSegment(FakeSegment):
         self.arrived_at: list[float] = []
         self.key_plans: dict[str, list[Plan]] = {}
         self.url = ""
+        # Requests being answered now, per write key: a batch in flight (SQLite's leases are
+        # in the serving process, not in the rows, so the fake is where to see one).
+        self.in_flight: Counter[str] = Counter()
 
     def answer_for(self, write_key: str, status: int, *, times: int | None = None,
                    headers: dict[str, str] | None = None, delay_s: float = 0.0) -> None:
@@ -118,8 +121,13 @@ class TimedFakeSegment(FakeSegment):
     async def batch(self, request: web.Request) -> web.StreamResponse:
         # Each connection's handler runs in its own task, so these are per request.
         _ARRIVAL.set(time.monotonic())
-        _WRITE_KEY.set(_basic_user(request.headers.get("Authorization", "")))
-        return await super().batch(request)
+        write_key = _basic_user(request.headers.get("Authorization", "")) or ""
+        _WRITE_KEY.set(write_key)
+        self.in_flight[write_key] += 1
+        try:
+            return await super().batch(request)
+        finally:
+            self.in_flight[write_key] -= 1
 
     def _next_plan(self) -> Plan | None:
         plans = self.key_plans.get(_WRITE_KEY.get() or "")

@@ -142,7 +142,7 @@ async def test_sigterm_with_a_batch_stuck_past_the_bound_releases_its_leases(
                          total=scaled(100), concurrency=4, duration_s=60.0 * FACTOR)
     await load.run_all()
     assert len(load.acked) == load.total, load.summary()
-    await wait_until(lambda: leased_pending(database), 30.0, "a batch in flight")
+    await wait_until(lambda: sum(fake.in_flight.values()) > 0, 30.0, "a batch in flight")
 
     service.signal(signal.SIGTERM)
     # The batch's thread is blocked in the HTTP request until segment.timeout_s at most.
