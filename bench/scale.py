@@ -76,8 +76,8 @@ PAYLOAD = ('{"id":"scale-<n>","event":"email_delivered","timestamp":<ts>,"subscr
            '"subject":"Your weekly digest","campaign_id":"c-1","campaign_name":"Weekly"}}')
 FIELDS = ('{"user_id":"user-<u>","email":"user<u>@example.com","message_id":"msg-<m>",'
           '"subject":"Your weekly digest","campaign_id":"c-1","campaign_name":"Weekly"}')
-EVENT_COLUMNS = ("source, dedup_key, event_type, event_time, fields_json, payload, status, "
-                 "attempts, next_attempt_at, last_error, received_at, updated_at, delivered_at")
+EVENT_COLUMNS = ("source, dedup_key, event_type, event_time, status, attempts, "
+                 "next_attempt_at, last_error, received_at, updated_at, delivered_at")
 SOURCE_OF_N = f"CASE n % 2 WHEN 0 THEN '{SOURCES[0]}' ELSE '{SOURCES[1]}' END"
 # Event ids in arrival order (counters, ULIDs, ObjectIds): a purge chunk's keys sit together in
 # the unique (source, dedup_key) index. RANDOM_KEYS: ids in no order (random ids), each key of a
@@ -138,8 +138,8 @@ class Sql:
         t = "t"
         return self.series(
             f"INSERT INTO nudgespot_event ({EVENT_COLUMNS}) "
-            f"SELECT {SOURCE_OF_N}, {self.key('ev-')}, {EVENT_TYPE_OF_N}, {t}, {_concat(FIELDS)}, "
-            f"{_concat(PAYLOAD)}, 'delivered', 1, {t}, NULL, {t}, {t}, {t} "
+            f"SELECT {SOURCE_OF_N}, {self.key('ev-')}, {EVENT_TYPE_OF_N}, {t}, "
+            f"'delivered', 1, {t}, NULL, {t}, {t}, {t} "
             f"FROM (SELECT n, {self.ts('$3::float8 + n * $4::float8')} AS t FROM g) AS s"
         )
 
@@ -152,12 +152,21 @@ class Sql:
         return self.series(
             f"INSERT INTO nudgespot_event ({EVENT_COLUMNS}) "
             f"SELECT {SOURCE_OF_N}, {self.key('backlog-')}, {EVENT_TYPE_OF_N}, {received}, "
-            f"{_concat(FIELDS)}, {_concat(PAYLOAD)}, "
             "CASE WHEN n < $4::bigint THEN 'dead' ELSE 'pending' END, "
             "CASE WHEN n < $4::bigint THEN 12 ELSE n % 4 END, "
             f"{due}, CASE WHEN n < $4::bigint THEN 'Segment answered 400: bad request (' || n "
             "|| ')' WHEN n % 4 > 0 THEN 'Segment answered 503: unavailable' ELSE NULL END, "
             f"{received}, {updated}, NULL FROM g"
+        )
+
+    @staticmethod
+    def bodies() -> str:
+        """The bodies of the events that have none yet (n: the event's id)."""
+        return (
+            "INSERT INTO nudgespot_event_body (id, fields_json, payload) "
+            f"SELECT n, {_concat(FIELDS)}, {_concat(PAYLOAD)} FROM (SELECT id AS n FROM "
+            "nudgespot_event WHERE id > (SELECT COALESCE(MAX(id), 0) "
+            "FROM nudgespot_event_body)) AS s"
         )
 
     def rejects(self) -> str:
@@ -297,6 +306,7 @@ sources:
         if backlog and not self.backlog:
             self.backlog = PENDING_ROWS + DEAD_ROWS
             statements.append((self.sql.backlog(), [0, self.backlog, now, DEAD_ROWS]))
+            statements.append((self.sql.bodies(), []))
         if extras:
             statements.append((self.sql.rejects(), [0, REJECT_ROWS, now - 86400,
                                                     86400 / REJECT_ROWS]))
@@ -308,13 +318,15 @@ sources:
         for low in range(start, stop, FILL_CHUNK):
             statements.append((self.sql.delivered(),
                                [low, min(stop, low + FILL_CHUNK), first_at, step_s]))
+            statements.append((self.sql.bodies(), []))
         started = time.perf_counter()
         db = self.bench.db
         chunks = len(statements)
 
         def progress(i: int) -> None:
-            if i >= extra and (i + 1 == chunks or (i + 1 - extra) % 8 == 0):
-                done = min(stop, start + (i + 1 - extra) * FILL_CHUNK)
+            if i >= extra and (i + 1 == chunks or (i + 1 - extra) % 16 == 0):
+                # two statements a chunk: its events, then their bodies
+                done = min(stop, start + (i + 1 - extra) // 2 * FILL_CHUNK)
                 rate = (done - start) / max(1e-9, time.perf_counter() - started)
                 print(f"[{db}] {label} filling: {done:,} of {stop:,} delivered events "
                       f"({rate:,.0f}/s)", file=sys.stderr, flush=True)

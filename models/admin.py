@@ -17,6 +17,7 @@ from models.database import Database, Row, Transaction
 from models.schema import (
     BACKLOG,
     BACKLOG_SAMPLES,
+    BODIES,
     COUNTERS,
     DEAD,
     DELIVERED,
@@ -195,14 +196,15 @@ class AdminQueries:
     async def latest_dead(self, limit: int = 20) -> list[StoredProblem]:
         """Return the most recently failed dead events, newest first."""
         rows = await self._db.fetch(
-            "SELECT id, source, event_type, dedup_key, updated_at, last_error, payload "
-            f"FROM {EVENTS} WHERE {BACKLOG} AND status = '{DEAD}' "
-            "ORDER BY updated_at DESC, id DESC "
-            f"LIMIT {int(limit)}"
+            "SELECT e.id, e.source, e.event_type, e.dedup_key, e.updated_at, e.last_error, "
+            f"b.payload FROM (SELECT * FROM {EVENTS} WHERE {BACKLOG} AND status = '{DEAD}' "
+            f"ORDER BY updated_at DESC, id DESC LIMIT {int(limit)}) e "
+            f"LEFT JOIN {BODIES} b ON b.id = e.id ORDER BY e.updated_at DESC, e.id DESC"
         )
         return [
             StoredProblem(int(r["id"]), r["source"], as_datetime(r["updated_at"]),
-                          r["last_error"] or "", r["payload"], r["event_type"], r["dedup_key"])
+                          r["last_error"] or "", r["payload"] or "", r["event_type"],
+                          r["dedup_key"])
             for r in rows
         ]
 
@@ -334,9 +336,13 @@ class AdminQueries:
             async with self._db.transaction() as tx:
                 rows = await tx.fetch(
                     f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {condition} "
-                    f"LIMIT {PURGE_CHUNK}) RETURNING source",
+                    f"LIMIT {PURGE_CHUNK}) RETURNING id, source",
                     [cutoff],
                 )
+                if table == EVENTS and rows:  # and what those events carried
+                    ids = [int(r["id"]) for r in rows]
+                    tx.execute(f"DELETE FROM {BODIES} WHERE id IN "
+                               f"({in_list(self._db.dialect, ids, 1)})", ids)
                 for source, count in _per_source(rows).items():
                     _add_to_counter(tx, self._db.dialect, source, counter, -count)
             total += len(rows)

@@ -145,6 +145,11 @@ class Database(abc.ABC):
         except Exception as exc:
             self.reraise(exc)
 
+    async def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Run a read-only statement where it waits for no write (the publisher's claims);
+        it sees every transaction committed before it starts."""
+        return await self.fetch(sql, params)
+
     async def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers a trivial query."""
         try:

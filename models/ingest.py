@@ -3,20 +3,21 @@ what was rejected, and count duplicates and ignored events per source."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from models.counters import counter_upsert
 from models.database import Database, Statement
-from models.schema import EVENTS, PENDING, REJECTS, ROWS_PER_STATEMENT
+from models.schema import BODIES, EVENTS, PENDING, REJECTS, ROWS_PER_STATEMENT
 from models.sql import insert_rows
 from models.time import utcnow
 
 EVENT_INSERT_COLUMNS = (
-    "source", "dedup_key", "event_type", "event_time", "fields_json", "payload", "message",
-    "status", "attempts", "next_attempt_at", "received_at", "updated_at",
+    "source", "dedup_key", "event_type", "event_time", "status", "attempts", "next_attempt_at",
+    "received_at", "updated_at",
 )
+BODY_INSERT_COLUMNS = ("id", "fields_json", "payload", "message")
 REJECT_INSERT_COLUMNS = ("source", "body_index", "payload", "reason", "received_at")
 
 
@@ -88,10 +89,13 @@ class IngestQueries:
         # two transactions inserting shared keys in different orders would deadlock.
         ordered = [firsts[key] for key in sorted(firsts)]
         async with self._db.transaction() as tx:
-            inserted: set[tuple[str, str]] = set()
+            inserted: dict[tuple[str, str], int] = {}
             for sql, params in self._event_statements(ordered, now):
-                inserted.update((r["source"], r["dedup_key"]) for r in await tx.fetch(sql, params))
-            results, duplicates = _attribute(batches, firsts, inserted)
+                for row in await tx.fetch(sql, params):
+                    inserted[(row["source"], row["dedup_key"])] = int(row["id"])
+            for statement in self._body_statements(inserted, firsts):
+                tx.execute(*statement)
+            results, duplicates = _attribute(batches, firsts, inserted.keys())
             rejects = [r for batch in batches for r in batch.rejects]
             for statement in self._reject_statements(rejects, now):
                 tx.execute(*statement)
@@ -107,12 +111,25 @@ class IngestQueries:
         return [
             insert_rows(
                 self._db.dialect, EVENTS, EVENT_INSERT_COLUMNS,
-                [(e.source, e.dedup_key, e.event_type, time(e.event_time), e.fields_json,
-                  e.payload, e.message, PENDING, 0, stamp, stamp, stamp)
+                [(e.source, e.dedup_key, e.event_type, time(e.event_time), PENDING, 0, stamp,
+                  stamp, stamp)
                  for e in events[start : start + ROWS_PER_STATEMENT]],
-                suffix="ON CONFLICT (source, dedup_key) DO NOTHING RETURNING source, dedup_key",
+                suffix="ON CONFLICT (source, dedup_key) DO NOTHING "
+                       "RETURNING id, source, dedup_key",
             )
             for start in range(0, len(events), ROWS_PER_STATEMENT)
+        ]
+
+    def _body_statements(
+        self, inserted: dict[tuple[str, str], int], firsts: dict[tuple[str, str], NewEvent]
+    ) -> list[Statement]:
+        """The bodies of the events just inserted, under their ids."""
+        rows = [(event_id, firsts[key].fields_json, firsts[key].payload, firsts[key].message)
+                for key, event_id in sorted(inserted.items(), key=lambda item: item[1])]
+        return [
+            insert_rows(self._db.dialect, BODIES, BODY_INSERT_COLUMNS,
+                        rows[start : start + ROWS_PER_STATEMENT])
+            for start in range(0, len(rows), ROWS_PER_STATEMENT)
         ]
 
     def _reject_statements(self, rejects: list[NewReject], now: datetime) -> list[Statement]:
@@ -154,7 +171,7 @@ def _per_source(sources: Iterable[str]) -> dict[str, int]:
 def _attribute(
     batches: Sequence[IngestBatch],
     firsts: dict[tuple[str, str], NewEvent],
-    inserted: set[tuple[str, str]],
+    inserted: Collection[tuple[str, str]],
 ) -> tuple[list[IngestResult], dict[str, int]]:
     """Decide per event whether it was stored now; the first occurrence of a new key wins."""
     claimed: set[tuple[str, str]] = set()

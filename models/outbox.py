@@ -13,6 +13,7 @@ from typing import Any
 from models.counters import counter_upsert
 from models.database import Database, Row, Transaction
 from models.schema import (
+    BODIES,
     COUNTERS,
     DEAD,
     DELIVERED,
@@ -26,8 +27,11 @@ from models.schema import (
 from models.sql import in_list, insert_rows
 from models.time import as_datetime, minute_of, utcnow
 
-CLAIM_COLUMNS = (
-    "id, source, dedup_key, event_type, event_time, fields_json, message, attempts, received_at"
+EVENT_COLUMNS = "id, source, dedup_key, event_type, event_time, attempts, received_at"
+# A claimed event's row (as c) with its body's fields and message.
+CLAIMED = (
+    "SELECT c.id, c.source, c.dedup_key, c.event_type, c.event_time, c.attempts, "
+    f"c.received_at, b.fields_json, b.message FROM {{}} c LEFT JOIN {BODIES} b ON b.id = c.id"
 )
 
 
@@ -71,16 +75,17 @@ class OutboxQueries:
         if self._local is not None:
             return await self._claim_local(source, limit, lease_s, with_fields)
         p, now = self._p, utcnow()
+        # (A data-modifying WITH: PostgreSQL's. SQLite's leases are in memory, _claim_local.)
         sql = (
-            f"UPDATE {EVENTS} SET lease_owner = {p(1)}, lease_expires_at = {p(2)}, "
-            f"updated_at = {p(3)} WHERE id IN ("
+            f"WITH claimed AS (UPDATE {EVENTS} SET lease_owner = {p(1)}, "
+            f"lease_expires_at = {p(2)}, updated_at = {p(3)} WHERE id IN ("
             f"SELECT id FROM {EVENTS} WHERE source = {p(4)} AND status = '{PENDING}' "
             f"AND next_attempt_at <= {p(3)} "
             f"AND (lease_expires_at IS NULL OR lease_expires_at <= {p(3)}) "
             f"AND NOT EXISTS (SELECT 1 FROM {COUNTERS} h "
             f"WHERE h.source = {p(4)} AND h.held_until > {p(3)}) "
             f"ORDER BY next_attempt_at, id LIMIT {p(5)}{self._db.skip_locked}) "
-            f"RETURNING {CLAIM_COLUMNS}"
+            f"RETURNING {EVENT_COLUMNS}) " + CLAIMED.format("claimed")
         )
         t = self._db.time
         rows = await self._db.fetch(
@@ -95,26 +100,31 @@ class OutboxQueries:
         """The in-memory claim: due ids from the index, less those leased here, then their rows."""
         assert self._local is not None
         p, now = self._p, utcnow()
-        rows = await self._db.fetch(
-            f"SELECT id FROM {EVENTS} WHERE source = {p(1)} AND status = '{PENDING}' "
-            f"AND next_attempt_at <= {p(2)} AND NOT EXISTS (SELECT 1 FROM {COUNTERS} h "
-            f"WHERE h.source = {p(1)} AND h.held_until > {p(2)}) "
-            f"ORDER BY next_attempt_at, id LIMIT {p(3)}",
-            [source, self._db.time(now), limit + len(self._local)],
-        )
-        # From here to the leases' entry there is no await: a concurrent claim cannot take
-        # the same events (it read the same ids, perhaps, but sees these leases first).
-        clock = time.monotonic()
-        ids = [i for i in (int(r["id"]) for r in rows)
-               if self._local.get(i, 0.0) <= clock][:limit]
+        while True:
+            wanted = limit + len(self._local)
+            rows = await self._db.read(
+                f"SELECT id FROM {EVENTS} WHERE source = {p(1)} AND status = '{PENDING}' "
+                f"AND next_attempt_at <= {p(2)} AND NOT EXISTS (SELECT 1 FROM {COUNTERS} h "
+                f"WHERE h.source = {p(1)} AND h.held_until > {p(2)}) "
+                f"ORDER BY next_attempt_at, id LIMIT {p(3)}",
+                [source, self._db.time(now), wanted],
+            )
+            # From here to the leases' entry there is no await: a concurrent claim cannot
+            # take the same events (it read the same ids, perhaps, but sees these leases).
+            clock = time.monotonic()
+            ids = [i for i in (int(r["id"]) for r in rows)
+                   if self._local.get(i, 0.0) <= clock][:limit]
+            # Leases taken while this read ran may hide due events beyond it: read again.
+            if len(ids) == limit or len(rows) < wanted or wanted >= limit + len(self._local):
+                break
         if not ids:
             return []
         for event_id in ids:
             self._local[event_id] = clock + lease_s
         try:
-            rows = await self._db.fetch(
-                f"SELECT {CLAIM_COLUMNS} FROM {EVENTS} WHERE status = '{PENDING}' "
-                f"AND id IN ({in_list(self._db.dialect, ids, 1)})", ids)
+            rows = await self._db.read(
+                CLAIMED.format(EVENTS) + f" WHERE c.status = '{PENDING}' "
+                f"AND c.id IN ({in_list(self._db.dialect, ids, 1)})", ids)
         except BaseException:
             self._forget(ids)
             raise
@@ -310,10 +320,11 @@ def _claimed(row: Row, with_fields: bool) -> ClaimedEvent:
     )
 
 
-def _fields(text: str) -> dict[str, Any]:
-    """Decode stored fields; something unreadable becomes {} and fails mapping on its own."""
+def _fields(text: str | None) -> dict[str, Any]:
+    """Decode stored fields; something unreadable (or missing) becomes {} and fails mapping
+    on its own."""
     try:
-        fields = json.loads(text)
+        fields = json.loads(text or "")
     except (ValueError, RecursionError):
         return {}
     return fields if isinstance(fields, dict) else {}

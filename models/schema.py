@@ -24,6 +24,8 @@ DEFAULT_FORMAT = "nudgespot"
 
 # --- tables and statuses: the one place each is spelled -----------------------------------
 EVENTS = "nudgespot_event"
+# What each event carries, written once (see tables.EventBody).
+BODIES = "nudgespot_event_body"
 REJECTS = "nudgespot_rejected"
 COUNTERS = "nudgespot_source_counter"
 IDENTIFIED = "nudgespot_identified_user"
@@ -40,7 +42,7 @@ ROWS_PER_STATEMENT = 500
 MAX_ERROR_CHARS = 2000
 DELIVERIES = "nudgespot_delivery_minute"
 BACKLOG_SAMPLES = "nudgespot_backlog_minute"
-TABLES = (EVENTS, REJECTS, COUNTERS, IDENTIFIED, DELIVERIES, BACKLOG_SAMPLES)
+TABLES = (EVENTS, BODIES, REJECTS, COUNTERS, IDENTIFIED, DELIVERIES, BACKLOG_SAMPLES)
 # The rows the backlog partial index holds; queries that want the index repeat this exact
 # condition (SQLite uses a partial index only for a query that states its WHERE term as is).
 BACKLOG = f"status IN ('{PENDING}', '{DEAD}')"

@@ -11,6 +11,7 @@ from tortoise.models import Model
 
 from models.schema import (
     BACKLOG_SAMPLES,
+    BODIES,
     COUNTERS,
     DELIVERIES,
     EVENTS,
@@ -28,12 +29,6 @@ class Event(Model):
     dedup_key = fields.CharField(max_length=255)
     event_type = fields.CharField(max_length=32)
     event_time = fields.DatetimeField()
-    fields_json = fields.TextField()  # normalized fields, JSON
-    payload = fields.TextField()  # the event object as received, JSON
-    # The Segment track message, serialized as it goes into a batch (ASCII: its length is its
-    # size), made once at ingest; null for events stored before 0.2.0, which are mapped when
-    # they are published.
-    message = fields.TextField(null=True)
     status = fields.CharField(max_length=16, default=PENDING)
     attempts = fields.IntField(default=0)
     next_attempt_at = fields.DatetimeField()
@@ -49,6 +44,25 @@ class Event(Model):
         unique_together = (("source", "dedup_key"),)
         # Claims look up due events per source; status counts group by source and status.
         indexes = (("source", "status", "next_attempt_at"),)
+
+
+class EventBody(Model):
+    """What an event carries (fields, payload, message), written once at ingest.
+
+    Kept out of Event, whose rows claims and outcomes rewrite: an update rewrites a whole
+    row, and these columns are most of it.
+    """
+
+    id = fields.BigIntField(primary_key=True)  # the Event's id
+    fields_json = fields.TextField()  # normalized fields, JSON
+    payload = fields.TextField()  # the event object as received, JSON
+    # The Segment track message, serialized as it goes into a batch (ASCII: its length is its
+    # size), made once at ingest; null for events stored before 0.2.0, which are mapped when
+    # they are published.
+    message = fields.TextField(null=True)
+
+    class Meta:
+        table = BODIES
 
 
 class RejectedEvent(Model):

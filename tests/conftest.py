@@ -139,3 +139,19 @@ def with_source(settings: Settings, name: str, **changes: Any) -> Settings:
 
 
 __all__ = ["SourceSettings", "make_settings", "with_source"]
+
+
+async def stored_events(store: Store) -> list[Any]:
+    """The event rows in id order, each with what its body holds (fields_json, payload,
+    message) set on it, as read through the ORM."""
+    from models.tables import Event, EventBody
+
+    with store.db.orm():
+        rows = await Event.all().order_by("id")
+        bodies = {body.id: body for body in await EventBody.all()}
+    for row in rows:
+        body = bodies.get(row.id)
+        row.fields_json = body.fields_json if body else None
+        row.payload = body.payload if body else None
+        row.message = body.message if body else None
+    return rows

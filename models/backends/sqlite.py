@@ -6,9 +6,12 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any
+
+import aiosqlite
 
 from models.database import Database, DatabaseInUse, Row, Statement, Transaction
 from models.sql import Dialect
@@ -61,6 +64,39 @@ class SqliteDatabase(Database):
 
         return release
 
+    async def open(self) -> None:
+        await super().open()
+        self._reader: aiosqlite.Connection | None = None
+
+    async def close(self) -> None:
+        reader, self._reader = getattr(self, "_reader", None), None
+        if reader is not None:
+            with contextlib.suppress(Exception):  # closing: nothing left to protect
+                await reader.close()
+        await super().close()
+
+    async def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        """Reads on a second, read-only connection with a thread of its own: in WAL mode
+        they run beside the writer's transactions instead of queueing behind them."""
+        path = self.config["connections"][self.connection_name]["credentials"]["file_path"]
+        if not path or path == ":memory:":  # a second connection would see another database
+            return await self.fetch(sql, params)
+        try:
+            if getattr(self, "_reader", None) is None:
+                self._reader = await _open_reader(path)
+            return await DriverThread(self._reader).run(
+                lambda conn: _run_sqlite(conn, False, [], (sql, params), end=None))
+        except Exception as exc:
+            await self._drop_reader()
+            self.reraise(exc)
+
+    async def _drop_reader(self) -> None:
+        """Forget a reader that failed: the next read opens a new one."""
+        reader, self._reader = getattr(self, "_reader", None), None
+        if reader is not None:
+            with contextlib.suppress(Exception):
+                await reader.close()
+
     @classmethod
     def connection_defaults(cls, credentials: dict[str, Any]) -> None:
         # WAL plus synchronous=FULL: a commit is on disk before we answer, even across power loss.
@@ -94,6 +130,17 @@ class SqliteDatabase(Database):
             code = getattr(exc, "sqlite_errorcode", None)
             return code is not None and (code & 0xFF) in SQLITE_UNAVAILABLE
         return isinstance(exc, OSError | TimeoutError)
+
+
+async def _open_reader(path: str) -> aiosqlite.Connection:
+    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+    reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+    try:
+        await reader.execute("PRAGMA busy_timeout = 5000")
+    except BaseException:
+        await reader.close()
+        raise
+    return reader
 
 
 class DriverThread:

@@ -34,7 +34,7 @@ from outbound import mapping
 from service.app import STORE, create_app, run_retention
 from service.metrics import Metrics
 from service.wiring import build_publisher
-from tests.conftest import TOKEN, make_settings
+from tests.conftest import TOKEN, make_settings, stored_events
 from tests.fake_segment import FakeSegment
 
 UTC = timezone.utc
@@ -74,8 +74,7 @@ async def post_events(client: TestClient, body: Any, token: str = TOKEN) -> tupl
 
 
 async def event_rows(store: Store) -> list[Event]:
-    with store.db.orm():
-        return await Event.all().order_by("id")
+    return await stored_events(store)
 
 
 async def statuses(store: Store) -> dict[str, str]:

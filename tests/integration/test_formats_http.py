@@ -34,7 +34,7 @@ from service import __version__ as SERVICE_VERSION
 from service.app import STORE, create_app
 from service.config import Settings
 from service.wiring import build_publisher
-from tests.conftest import make_settings
+from tests.conftest import make_settings, stored_events
 from tests.fake_segment import FakeSegment
 from tests.integration.test_cli_admin import SCRIPT, clean_env
 
@@ -244,8 +244,7 @@ def store_of(client: TestClient) -> Store:
 
 async def event_rows(client: TestClient) -> list[Event]:
     store = store_of(client)
-    with store.db.orm():
-        return await Event.all().order_by("id")
+    return await stored_events(store)
 
 
 async def reject_rows(client: TestClient) -> list[RejectedEvent]:

@@ -38,7 +38,14 @@ from service.app import STORE, create_app
 from service.config import LoggingSettings, Settings
 from service.logs import JsonFormatter, configure_logging
 from service.wiring import build_publisher
-from tests.conftest import OTHER_TOKEN, OTHER_WRITE_KEY, TOKEN, WRITE_KEY, make_settings
+from tests.conftest import (
+    OTHER_TOKEN,
+    OTHER_WRITE_KEY,
+    TOKEN,
+    WRITE_KEY,
+    make_settings,
+    stored_events,
+)
 from tests.fake_segment import FakeSegment, _basic_user
 
 WAIT_S = 20.0
@@ -214,8 +221,7 @@ def mid(key: str, source: str = "default") -> str:
 
 
 async def event_rows(store: Store) -> list[Event]:
-    with store.db.orm():
-        return await Event.all().order_by("id")
+    return await stored_events(store)
 
 
 async def wait_rows(store: Store, done: Callable[[list[Event]], bool]) -> list[Event]:

@@ -34,6 +34,7 @@ from tests.conftest import (
     TOKEN,
     WRITE_KEY,
     make_settings,
+    stored_events,
     with_source,
 )
 from tests.examples import EXAMPLE_BODY, EXAMPLE_TRACKS
@@ -170,8 +171,7 @@ def mid(key: str, source: str = "default") -> str:
 
 
 async def event_rows(store: Store) -> list[Event]:
-    with store.db.orm():
-        return await Event.all().order_by("id")
+    return await stored_events(store)
 
 
 async def wait_rows(

@@ -16,6 +16,7 @@ import pytest
 
 from models import DatabaseUnavailable, IngestBatch, NewEvent, NewReject, Store
 from models.tables import Event, RejectedEvent, SourceCounter
+from tests.conftest import stored_events
 
 UNREACHABLE_POSTGRES_URL = "postgres://root@127.0.0.1:1/x"
 EVENT_TIME = datetime(2026, 11, 20, 9, 30, 0, 123000, tzinfo=timezone.utc)
@@ -46,8 +47,7 @@ def new_event(
 
 
 async def event_rows(store: Store) -> list[Event]:
-    with store.db.orm():
-        return await Event.all().order_by("id")
+    return await stored_events(store)
 
 
 async def reject_rows(store: Store) -> list[RejectedEvent]:

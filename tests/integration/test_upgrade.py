@@ -89,6 +89,7 @@ FIXTURE_EVENTS = {
 }
 MIGRATIONS_AFTER_UPGRADE = [
     "0001_initial", "0002_source_counter_ignored", "0003_status_counters", "0004_event_message",
+    "0005_event_body",
 ]
 
 
@@ -356,11 +357,24 @@ def test_migrate_keeps_every_event_with_its_status(upgraded_url: str) -> None:
     assert len(rows) == 4
 
 
+def test_migrate_moves_each_events_fields_and_payload_to_its_body(upgraded_url: str) -> None:
+    with sqlite3.connect(FIXTURE) as fixture:
+        before = set(fixture.execute(
+            "SELECT dedup_key, fields_json, payload FROM nudgespot_event"))
+    after = set(asyncio.run(query(
+        upgraded_url, "SELECT e.dedup_key, b.fields_json, b.payload FROM nudgespot_event e "
+                      "JOIN nudgespot_event_body b ON b.id = e.id")))
+
+    assert len(before) == len(FIXTURE_EVENTS)
+    assert after == before
+
+
 def test_events_of_0_1_0_have_no_stored_message_and_are_mapped_when_published(
     upgraded_url: str,
 ) -> None:
-    rows = asyncio.run(query(upgraded_url, "SELECT count(*) FROM nudgespot_event "
-                                           "WHERE message IS NULL"))
+    rows = asyncio.run(query(upgraded_url, "SELECT count(*) FROM nudgespot_event e JOIN "
+                                           "nudgespot_event_body b ON b.id = e.id "
+                                           "WHERE b.message IS NULL AND b.fields_json <> ''"))
 
     assert rows == [(len(FIXTURE_EVENTS),)]  # the publisher maps these from fields_json
 

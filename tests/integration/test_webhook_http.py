@@ -22,7 +22,7 @@ from models import Store
 from models.tables import Event, RejectedEvent, SourceCounter
 from service.app import STORE, create_app
 from service.config import Settings
-from tests.conftest import OTHER_TOKEN, TOKEN, make_settings, with_source
+from tests.conftest import OTHER_TOKEN, TOKEN, make_settings, stored_events, with_source
 from tests.examples import EXAMPLE_BODY
 
 UNREACHABLE_POSTGRES_URL = "postgres://root@127.0.0.1:1/x"
@@ -58,8 +58,7 @@ def store_of(client: TestClient) -> Store:
 
 async def event_rows(client: TestClient) -> list[Event]:
     store = store_of(client)
-    with store.db.orm():
-        return await Event.all().order_by("id")
+    return await stored_events(store)
 
 
 async def reject_rows(client: TestClient) -> list[RejectedEvent]:

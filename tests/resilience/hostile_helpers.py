@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from models import Store
 from models.tables import Event, RejectedEvent
 from service.app import STORE
-from tests.conftest import TABLES, TOKEN
+from tests.conftest import TABLES, TOKEN, stored_events
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 WEBHOOK = f"/webhooks/nudgespot/{TOKEN}"
@@ -77,8 +77,7 @@ def store_of(client: TestClient) -> Store:
 
 async def event_rows(client: TestClient) -> list[Event]:
     store = store_of(client)
-    with store.db.orm():
-        return await Event.all().order_by("id")
+    return await stored_events(store)
 
 
 async def reject_rows(client: TestClient) -> list[RejectedEvent]:
