@@ -612,6 +612,7 @@ async def test_sql_metacharacters_leave_every_table_in_place(
 
     assert await table_counts(client) == {
         "nudgespot_event": 1,
+        "nudgespot_event_body": 1,
         "nudgespot_rejected": 2,
         "nudgespot_source_counter": 1,
         "nudgespot_identified_user": 0,
