@@ -233,18 +233,39 @@ class SegmentPublisher:
 
     async def _run_workers(self) -> None:
         """Run the workers until they are done; if one fails, cancel the others first, so
-        that no worker outlives the run (and stop() waits for everything in flight)."""
-        tasks = [asyncio.create_task(self._worker(), name=f"publisher-worker-{i}")
-                 for i in range(self._options.concurrency)]
+        that no worker outlives the run (and stop() waits for everything in flight).
+
+        A worker that found nothing to do leaves; if events are stored while others are
+        still sending (perhaps to a source that hangs), it is replaced, so the run keeps its
+        full concurrency for them.
+        """
+        tasks: set[asyncio.Task[None]] = set()
+        started = 0
+
+        def start(count: int) -> None:
+            nonlocal started
+            for _ in range(count):
+                tasks.add(asyncio.create_task(self._worker(),
+                                              name=f"publisher-worker-{started}"))
+                started += 1
+
+        start(self._options.concurrency)
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            while tasks:
+                woken = asyncio.ensure_future(self._woken.wait())
+                done, _ = await asyncio.wait({*tasks, woken},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
+                for task in done - {woken}:
+                    tasks.discard(task)
+                    if not task.cancelled() and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+                if woken in done and tasks and not self._stopping:
+                    start(self._options.concurrency - len(tasks))
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
 
     async def _worker(self) -> None:
         """Claim and publish until nothing is due and no other worker is still sending."""
@@ -260,16 +281,13 @@ class SegmentPublisher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), self._options.interval_s)
                 continue
-            source, events = claim
-            self._busy[source.name] += 1
+            source, events = claim  # _claim_next counted the batch in _busy already
             self._inflight.update(e.id for e in events)
             try:
                 await self._publish(source, events)
             finally:
                 self._inflight.difference_update(e.id for e in events)
-                self._busy[source.name] -= 1
-                if not self._busy[source.name]:
-                    del self._busy[source.name]
+                self._not_busy(source.name)
             if len(events) < self._options.batch_max_events and self._options.linger_s:
                 await asyncio.sleep(self._options.linger_s)
 
@@ -281,16 +299,28 @@ class SegmentPublisher:
                 continue
             if self._busy[source.name] >= self._per_source_limit:
                 continue  # leave a worker for the other sources
-            events = await outbox.claim(
-                source.name,
-                owner=self.owner,
-                limit=self._options.batch_max_events,
-                lease_s=self._options.lease_s,
-                with_fields=source.identify,
-            )
+            # Counted before the await: workers claiming at the same moment see this one.
+            self._busy[source.name] += 1
+            events: list[ClaimedEvent] = []
+            try:
+                events = await outbox.claim(
+                    source.name,
+                    owner=self.owner,
+                    limit=self._options.batch_max_events,
+                    lease_s=self._options.lease_s,
+                    with_fields=source.identify,
+                )
+            finally:
+                if not events:
+                    self._not_busy(source.name)
             if events:
                 return source, events
         return None
+
+    def _not_busy(self, source: str) -> None:
+        self._busy[source] -= 1
+        if not self._busy[source]:
+            del self._busy[source]
 
     async def _publish(self, source: SourceTarget, events: list[ClaimedEvent]) -> None:
         outbox = self._require_outbox()
