@@ -135,6 +135,7 @@ class SegmentPublisher:
         self._wakes = 0  # counts wake() calls; workers compare it to notice new events
         self._woken = asyncio.Event()  # set (and replaced) by each wake()
         self._busy: collections.Counter[str] = collections.Counter()  # batches in flight
+        self._sending_since: dict[asyncio.Task[Any] | None, float] = {}  # worker -> monotonic
         # With several sources, one (perhaps hanging) source never takes every worker.
         concurrency = options.concurrency
         self._per_source_limit = concurrency if len(sources) < 2 else max(1, concurrency - 1)
@@ -235,37 +236,40 @@ class SegmentPublisher:
         """Run the workers until they are done; if one fails, cancel the others first, so
         that no worker outlives the run (and stop() waits for everything in flight).
 
-        A worker that found nothing to do leaves; if events are stored while others are
-        still sending (perhaps to a source that hangs), it is replaced, so the run keeps its
-        full concurrency for them.
+        A worker that finds nothing to do leaves the run. If every worker left is stuck
+        sending (a source that hangs until segment.timeout_s), one is added, so that the
+        other sources' events do not wait for that timeout.
         """
         tasks: set[asyncio.Task[None]] = set()
         started = 0
 
-        def start(count: int) -> None:
+        def start() -> None:
             nonlocal started
-            for _ in range(count):
-                tasks.add(asyncio.create_task(self._worker(),
-                                              name=f"publisher-worker-{started}"))
-                started += 1
+            tasks.add(asyncio.create_task(self._worker(), name=f"publisher-worker-{started}"))
+            started += 1
 
-        start(self._options.concurrency)
+        for _ in range(self._options.concurrency):
+            start()
         try:
             while tasks:
-                woken = asyncio.ensure_future(self._woken.wait())
-                done, _ = await asyncio.wait({*tasks, woken},
+                done, _ = await asyncio.wait(tasks, timeout=self._options.interval_s,
                                              return_when=asyncio.FIRST_COMPLETED)
-                woken.cancel()
-                for task in done - {woken}:
+                for task in done:
                     tasks.discard(task)
                     if not task.cancelled() and task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]
-                if woken in done and tasks and not self._stopping:
-                    start(self._options.concurrency - len(tasks))
+                if (tasks and len(tasks) < self._options.concurrency and not self._stopping
+                        and self._all_stuck(tasks)):
+                    start()
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _all_stuck(self, tasks: set[asyncio.Task[None]]) -> bool:
+        """Whether each of these workers has been sending one batch for over interval_s."""
+        since = time.monotonic() - self._options.interval_s
+        return all(self._sending_since.get(task, since) < since for task in tasks)
 
     async def _worker(self) -> None:
         """Claim and publish until nothing is due and no other worker is still sending."""
@@ -283,9 +287,12 @@ class SegmentPublisher:
                 continue
             source, events = claim  # _claim_next counted the batch in _busy already
             self._inflight.update(e.id for e in events)
+            worker = asyncio.current_task()
+            self._sending_since[worker] = time.monotonic()
             try:
                 await self._publish(source, events)
             finally:
+                self._sending_since.pop(worker, None)
                 self._inflight.difference_update(e.id for e in events)
                 self._not_busy(source.name)
             if len(events) < self._options.batch_max_events and self._options.linger_s:
