@@ -18,12 +18,7 @@ async def webhook(request: web.Request) -> web.Response:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args()
-    if args.loop == "uvloop":
-        import uvloop
-
-        uvloop.install()
     app = web.Application()
     app.router.add_post("/webhooks/nudgespot/{token}", webhook)
     web.run_app(app, host="127.0.0.1", port=args.port, print=None, access_log=None)

@@ -1,13 +1,15 @@
 """`make bench`: measure the service against its baselines, in one run, on this machine.
 
 Starts a counting fake Segment and the service (`nudgespot-segment serve`) as processes on
-loopback, drives load from a separate load-generator process, and prints a table:
+loopback, drives the webhook figures with wrk (bench/wrk.py; the Python generator
+bench/loadgen.py only when wrk is missing, and labelled so) and prints a table:
 
-  a. single-event webhooks/s at 32 connections, stored durably, as a ratio to a bare aiohttp
-     app that parses the same JSON and answers 200 without storing;
+  a. single-event webhooks/s at 32 connections (and 128), stored durably, as a ratio to a bare
+     aiohttp app that parses the same JSON and answers 200 without storing;
   b. events/s with 100-event webhook bodies;
   c. drain rate of a 100,000-event backlog into the fake Segment, as a ratio to raw
-     segment.analytics.request.post of the same batches from one process;
+     segment.analytics.request.post of the same batches from one process, with as many
+     threads as the publisher posts from (publisher.concurrency);
   d. ingest -> Segment latency p50 and p99 at a steady 500 events/s;
   e. peak RSS of the service while draining a 1,000,000-event backlog (and along the way);
   f. GET /status, /metrics and `status --json` on 1,000,000 and 10,000,000 stored events;
@@ -128,7 +130,6 @@ class Bench:
         self.url_suffix = ""
         self.publisher = ""
         self.wrk: str | None = None  # the path of wrk; None: the Python generator
-        self.loop = "asyncio"
 
     def publisher_concurrency(self) -> int:
         from outbound.settings import PublisherSettings
@@ -138,9 +139,6 @@ class Bench:
             if key.strip() == "concurrency":
                 return int(value)
         return PublisherSettings.concurrency
-
-    def loop_args(self) -> list[str]:
-        return ["--loop", self.loop]
 
     def scale(self, n: int) -> int:
         return max(1, n // 10) if self.quick else n
@@ -215,7 +213,7 @@ class Bench:
 
     def ingest(self) -> None:
         bare_port = free_port()
-        with process([PYTHON, "-m", "bench.bare", "--port", str(bare_port), *self.loop_args()]):
+        with process([PYTHON, "-m", "bench.bare", "--port", str(bare_port)]):
             wait_http_post_ready(bare_port)
             bare = self.ingest_runs(f"http://127.0.0.1:{bare_port}/webhooks/nudgespot/{TOKEN}")
         with self.service():
@@ -481,7 +479,14 @@ def main() -> None:
             all_results[db] = bench.run()
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"\nnudgespot-segment benchmark, {when}; {machine()}"
-          f"{' (--quick: a tenth of the sizes)' if args.quick else ''}\n")
+          f"{' (--quick: a tenth of the sizes)' if args.quick else ''}")
+    generators = {r[k]["generator"] for r in all_results.values() for k in "ab" if k in r}
+    if generators:
+        print("Webhook load of a and b: " + ", ".join(sorted(
+            "wrk (1 thread)" if g == "wrk" else "the Python generator bench/loadgen.py "
+            "(FALLBACK: wrk is not installed; it shares the cores with the server)"
+            for g in generators)) + "; d and g send at a fixed rate from bench/loadgen.py.")
+    print()
     print(table(all_results))
     if args.json:
         args.json.write_text(json.dumps(all_results, indent=2, default=str))
