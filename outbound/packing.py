@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from segment.analytics.consumer import BATCH_SIZE_LIMIT, MAX_MSG_SIZE
 
 MAX_BATCH_EVENTS = 2500
@@ -26,6 +28,22 @@ def serialize(message: dict[str, Any]) -> str:
     text length the byte length.
     """
     return _ENCODER.encode(message)
+
+
+# An integer of 19 digits or more may lie beyond 64 bits, which orjson reads as a float.
+_LONG_NUMBER = re.compile(r"[0-9]{19}")
+
+
+def deserialize(text: str) -> Any:
+    """Return a serialized message exactly as json.loads reads it, with orjson (several times
+    faster) whenever that gives the same: not for an integer orjson would turn into a float,
+    nor for what it refuses (a lone surrogate escape, a number out of range)."""
+    if not _LONG_NUMBER.search(text):
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
 
 
 def encoded_size(message: dict[str, Any]) -> int:

@@ -16,13 +16,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import orjson
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from segment.analytics import request as segment_request
 
 from models import ClaimedEvent, DatabaseUnavailable
 from outbound import mapping
-from outbound.packing import Batch, Unit, oversize_reason, pack
+from outbound.packing import Batch, Unit, deserialize, oversize_reason, pack
 from outbound.policy import Backoff, Failure, Verdict, classify
 from outbound.settings import PublisherOptions
 
@@ -383,9 +382,9 @@ class SegmentPublisher:
         if identifies:
             messages.append(mapping.identify(source.name, event.event_time, event.fields, version))
         if event.message is not None and not identifies:
-            return [orjson.loads(event.message)], [len(event.message)]
+            return [deserialize(event.message)], [len(event.message)]
         if event.message is not None:
-            messages.append(orjson.loads(event.message))
+            messages.append(deserialize(event.message))
         else:  # stored before messages were made at ingest
             messages.append(mapping.track(source.name, event.dedup_key, event.event_type,
                                           event.event_time, event.fields, version))

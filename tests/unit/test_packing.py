@@ -11,9 +11,11 @@ import random
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from segment.analytics.request import DatetimeSerializer
 
-from outbound.packing import Unit, oversize_reason, pack
+from outbound.packing import Unit, deserialize, oversize_reason, pack, serialize
 
 BATCH_LIMIT = 475_000  # segment.analytics.consumer.BATCH_SIZE_LIMIT
 MESSAGE_LIMIT = 32_768  # 32 KB, segment.analytics.consumer.MAX_MSG_SIZE
@@ -197,3 +199,43 @@ def test_oversize_reason_is_none_up_to_32_kb(size: int) -> None:
 def test_oversize_reason_checks_every_message_of_a_unit() -> None:
     unit = Unit(1, [message(200, 1), message(MESSAGE_LIMIT + 500, 2)])
     assert oversize_reason(unit) is not None
+
+
+# --- reading a stored message back -------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def typed(value: Any) -> Any:
+    """A value with the type of every part made visible (1 and 1.0 and True differ)."""
+    if isinstance(value, dict):
+        return {k: typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [typed(v) for v in value]
+    return (type(value).__name__, value)
+
+
+@given(JSON_VALUES)
+def test_deserialize_reads_a_serialized_message_exactly_as_json_loads(value: Any) -> None:
+    text = serialize({"properties": value})
+
+    assert typed(deserialize(text)) == typed(json.loads(text))
+
+
+@pytest.mark.parametrize("literal", [
+    "123456789012345678901234",  # beyond 64 bits: orjson would read a float
+    "-9223372036854775809",
+    "18446744073709551616",
+    '"\\ud800"',  # a lone surrogate escape, which orjson refuses
+    "1e400",  # out of range: json reads inf
+])
+def test_deserialize_keeps_what_orjson_would_change_or_refuse(literal: str) -> None:
+    text = '{"properties": {"n": ' + literal + "}}"
+
+    assert typed(deserialize(text)) == typed(json.loads(text))
