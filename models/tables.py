@@ -57,7 +57,7 @@ class EventBody(Model):
     fields_json = fields.TextField()  # normalized fields, JSON
     payload = fields.TextField()  # the event object as received, JSON
     # The Segment track message, serialized as it goes into a batch (ASCII: its length is its
-    # size), made once at ingest; null for events stored before 0.2.0, which are mapped when
+    # size), made once at ingest; null for events stored before migration 0004, mapped when
     # they are published.
     message = fields.TextField(null=True)
 
