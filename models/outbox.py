@@ -69,8 +69,9 @@ class OutboxQueries:
         `fields` are decoded only where they are needed: with_fields, or an event stored
         without its message; otherwise they are left empty.
 
-        One UPDATE ... RETURNING, so a claim is atomic; on PostgreSQL the inner SELECT skips
-        rows that another replica is claiming at this moment instead of waiting for them.
+        With leases in the rows (PostgreSQL), one UPDATE ... RETURNING, so a claim is atomic,
+        and the inner SELECT skips rows that another replica is claiming at this moment
+        instead of waiting for them. With leases in memory (SQLite), see _claim_local.
         """
         if self._local is not None:
             return await self._claim_local(source, limit, lease_s, with_fields)

@@ -64,15 +64,10 @@ class SqliteDatabase(Database):
 
         return release
 
-    async def open(self) -> None:
-        await super().open()
-        self._reader: aiosqlite.Connection | None = None
+    _reader: aiosqlite.Connection | None = None  # read's own connection, opened by it
 
     async def close(self) -> None:
-        reader, self._reader = getattr(self, "_reader", None), None
-        if reader is not None:
-            with contextlib.suppress(Exception):  # closing: nothing left to protect
-                await reader.close()
+        await self._drop_reader()
         await super().close()
 
     async def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
@@ -82,19 +77,25 @@ class SqliteDatabase(Database):
         if not path or path == ":memory:":  # a second connection would see another database
             return await self.fetch(sql, params)
         try:
-            if getattr(self, "_reader", None) is None:
-                self._reader = await _open_reader(path)
-            return await DriverThread(self._reader).run(
+            reader = self._reader
+            if reader is None:
+                reader = await _open_reader(path)
+                if self._reader is None:
+                    self._reader = reader
+                else:  # another read opened one meanwhile
+                    await reader.close()
+                    reader = self._reader
+            return await DriverThread(reader).run(
                 lambda conn: _run_sqlite(conn, False, [], (sql, params), end=None))
         except Exception as exc:
             await self._drop_reader()
             self.reraise(exc)
 
     async def _drop_reader(self) -> None:
-        """Forget a reader that failed: the next read opens a new one."""
-        reader, self._reader = getattr(self, "_reader", None), None
+        """Close the reader (it failed, or the database closes): a next read opens another."""
+        reader, self._reader = self._reader, None
         if reader is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # nothing left to protect
                 await reader.close()
 
     @classmethod
