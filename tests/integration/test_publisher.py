@@ -426,6 +426,19 @@ async def test_expired_lease_of_a_crashed_publisher_is_taken_over(
     assert all(r.lease_owner is None for r in rows)
 
 
+async def test_concurrent_claims_lease_each_event_once_and_leave_none_behind(
+    store: Store,
+) -> None:
+    await store.ingest.write([IngestBatch(events=new_events(30))])
+
+    claims = await asyncio.gather(*(
+        store.outbox.claim("default", owner="publisher", limit=10, lease_s=60)
+        for _ in range(3)))
+
+    ids = [event.id for claim in claims for event in claim]
+    assert len(ids) == len(set(ids)) == 30  # disjoint, and none came back empty-handed
+
+
 async def test_live_lease_of_another_publisher_is_not_taken_over(
     fake: RecordingSegment, store: Store, db_url: str
 ) -> None:
