@@ -21,7 +21,14 @@ from segment.analytics import request as segment_request
 
 from models import ClaimedEvent, DatabaseUnavailable
 from outbound import mapping
-from outbound.packing import Batch, Unit, deserialize, oversize_reason, pack
+from outbound.packing import (
+    Batch,
+    Unit,
+    deserialize,
+    encoded_size,
+    oversize_reason,
+    pack,
+)
 from outbound.policy import Backoff, Failure, Verdict, classify
 from outbound.settings import PublisherOptions
 
@@ -376,19 +383,18 @@ class SegmentPublisher:
     @staticmethod
     def _messages(
         source: SourceTarget, event: ClaimedEvent, identifies: str | None, version: str
-    ) -> tuple[list[dict[str, Any]], list[int] | None]:
-        """Return an event's messages, and their sizes when they are known already."""
-        messages: list[dict[str, Any]] = []
-        if identifies:
-            messages.append(mapping.identify(source.name, event.event_time, event.fields, version))
-        if event.message is not None and not identifies:
-            return [deserialize(event.message)], [len(event.message)]
-        if event.message is not None:
-            messages.append(deserialize(event.message))
+    ) -> tuple[list[dict[str, Any]], list[int]]:
+        """Return an event's messages (its user's identify first, when due) and their sizes."""
+        if event.message is not None:  # made at ingest, with its size
+            track, size = deserialize(event.message), len(event.message)
         else:  # stored before messages were made at ingest
-            messages.append(mapping.track(source.name, event.dedup_key, event.event_type,
-                                          event.event_time, event.fields, version))
-        return messages, None
+            track = mapping.track(source.name, event.dedup_key, event.event_type,
+                                  event.event_time, event.fields, version)
+            size = encoded_size(track)
+        if not identifies:
+            return [track], [size]
+        identify = mapping.identify(source.name, event.event_time, event.fields, version)
+        return [identify, track], [encoded_size(identify), size]
 
     async def _unidentified(self, source: SourceTarget, events: list[ClaimedEvent]) -> set[str]:
         if not source.identify:
