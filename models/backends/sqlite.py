@@ -41,8 +41,8 @@ class SqliteDatabase(Database):
     def exclusive(self) -> Callable[[], None]:
         """Hold an advisory lock on `<database file>.serve.lock` until released: a second
         `serve` of the same file would send the events this one has leased in memory."""
-        path = self.config["connections"][self.connection_name]["credentials"]["file_path"]
-        if not path or path == ":memory:":
+        path = self._file_path()
+        if path is None:
             return lambda: None
         lock_path = f"{os.path.abspath(path)}.serve.lock"
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -66,6 +66,11 @@ class SqliteDatabase(Database):
 
     _reader: aiosqlite.Connection | None = None  # read's own connection, opened by it
 
+    def _file_path(self) -> str | None:
+        """The database file, or None for an in-memory database."""
+        path = self.config["connections"][self.connection_name]["credentials"]["file_path"]
+        return None if not path or path == ":memory:" else path
+
     async def close(self) -> None:
         await self._drop_reader()
         await super().close()
@@ -73,8 +78,8 @@ class SqliteDatabase(Database):
     async def read(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Reads on a second, read-only connection with a thread of its own: in WAL mode
         they run beside the writer's transactions instead of queueing behind them."""
-        path = self.config["connections"][self.connection_name]["credentials"]["file_path"]
-        if not path or path == ":memory:":  # a second connection would see another database
+        path = self._file_path()
+        if path is None:  # a second connection would see another (in-memory) database
             return await self.fetch(sql, params)
         try:
             reader = self._reader
