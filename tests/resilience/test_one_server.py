@@ -8,6 +8,7 @@ from the command line, run while the server is sending, never makes it send an e
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -58,7 +59,7 @@ async def test_serve_starts_on_the_file_again_once_the_first_was_killed(
 async def test_a_cli_replay_of_events_in_flight_sends_each_of_them_once(
     fake: TimedFakeSegment, service_factory, sqlite_database: Inspector, tmp_path: Path
 ) -> None:
-    fake.delay_s = 1.5  # every batch stays in flight while the replay runs
+    fake.delay_s = 4.0  # every batch stays in flight while the replay runs
     service = service_factory(sqlite_database.url, publisher={"batch_max_events": 10})
     await service.start_ready()
     run = f"replay-{uuid.uuid4().hex[:8]}"
@@ -71,9 +72,11 @@ async def test_a_cli_replay_of_events_in_flight_sends_each_of_them_once(
     out = await run_cli("replay", "--status", "pending", "--config", str(service.config),
                         cwd=tmp_path)
 
-    assert "40" in out  # every event was still pending, in flight or waiting, and requeued
+    answer = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    # Every event was still pending (in flight, none answered yet) and requeued.
+    assert answer == {"matched": 40, "requeued": 40}
     await fake.wait_for(40, timeout_s=60)
-    await asyncio.sleep(3 * fake.delay_s)  # room for a second send, were there one
+    await asyncio.sleep(2 * fake.delay_s)  # room for a second send, were there one
     sent = Counter(m["messageId"] for m in fake.delivered if run in str(m["properties"]))
     assert len(sent) == 40
     assert {n for n in sent.values()} == {1}, sent.most_common(3)
