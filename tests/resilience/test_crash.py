@@ -148,7 +148,8 @@ async def test_sigterm_with_a_batch_stuck_past_the_bound_releases_its_leases(
     # The batch's thread is blocked in the HTTP request until segment.timeout_s at most.
     code = await service.wait_exit(bound_s + SEGMENT_TIMEOUT_S + SIGTERM_SLACK_S)
     assert code == 0, f"exit status {code} after SIGTERM:\n{service.log_tail()}"
-    assert await leased_pending(database) == 0, "the stuck batch's leases were not released"
+    # SQLite's leases are in the process: the service says it gave them back.
+    assert service.log_count("leased event(s) released") == 1, service.log_tail()
     counts = await database.status_counts()
     assert counts == {"pending": load.total}, counts
 
