@@ -13,6 +13,8 @@ from outbound.packing import serialize
 
 INTEGRATIONS = {"Nudgespot": False}  # keep the events from looping back into Nudgespot
 MESSAGE_ID_PREFIX = "nudgespot-"
+# What mapping a stored event that cannot become a message raises (it then fails alone).
+MAPPING_ERRORS = (KeyError, TypeError, ValueError, AttributeError, RecursionError)
 
 # (normalized field, Segment property) for every event, then per event type.
 COMMON_PROPERTIES = (
@@ -84,7 +86,7 @@ def track_text(
     try:
         return serialize(track(source, dedup_key, event_type, event_time, fields,
                                service_version))
-    except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
+    except MAPPING_ERRORS:
         return None
 
 

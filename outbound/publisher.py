@@ -365,7 +365,7 @@ class SegmentPublisher:
             try:
                 # The identify goes right before this user's first track.
                 messages, sizes = self._messages(source, event, identifies, version)
-            except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            except mapping.MAPPING_ERRORS as exc:
                 # A stored event that cannot become a message fails alone, not its batch.
                 dead[event.id] = f"cannot map event: {type(exc).__name__}: {str(exc)[:200]}"
                 continue
