@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
@@ -65,6 +66,7 @@ class SqliteDatabase(Database):
         return release
 
     _reader: aiosqlite.Connection | None = None  # read's own connection, opened by it
+    _opening: asyncio.Future[aiosqlite.Connection] | None = None
 
     def _file_path(self) -> str | None:
         """The database file, or None for an in-memory database."""
@@ -82,22 +84,31 @@ class SqliteDatabase(Database):
         if path is None:  # a second connection would see another (in-memory) database
             return await self.fetch(sql, params)
         try:
-            reader = self._reader
-            if reader is None:
-                reader = await _open_reader(path)
-                if self._reader is None:
-                    self._reader = reader
-                else:  # another read opened one meanwhile
-                    await reader.close()
-                    reader = self._reader
+            reader = self._reader or await self._open_reader(path)
             return await DriverThread(reader).run(
                 lambda conn: _run_sqlite(conn, False, [], (sql, params), end=None))
         except Exception as exc:
             await self._drop_reader()
             self.reraise(exc)
 
+    async def _open_reader(self, path: str) -> aiosqlite.Connection:
+        """Open the reader once, in a task of its own: a claim cancelled while it waits (the
+        publisher stopping) leaves the connection to be closed with the database, not to a
+        thread that outlives the event loop."""
+        if self._opening is None or self._opening.done():
+            self._opening = asyncio.ensure_future(self._keep_reader(path))
+            self._opening.add_done_callback(_retrieve)
+        return await asyncio.shield(self._opening)
+
+    async def _keep_reader(self, path: str) -> aiosqlite.Connection:
+        self._reader = await _connect_reader(path)
+        return self._reader
+
     async def _drop_reader(self) -> None:
         """Close the reader (it failed, or the database closes): a next read opens another."""
+        opening, self._opening = self._opening, None
+        if opening is not None and not opening.done():
+            await asyncio.wait([opening])  # its connection is closed below
         reader, self._reader = self._reader, None
         if reader is not None:
             with contextlib.suppress(Exception):  # nothing left to protect
@@ -138,7 +149,8 @@ class SqliteDatabase(Database):
         return isinstance(exc, OSError | TimeoutError)
 
 
-async def _open_reader(path: str) -> aiosqlite.Connection:
+async def _connect_reader(path: str) -> aiosqlite.Connection:
+    """A read-only connection to the database file."""
     uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
     reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
     try:
@@ -147,6 +159,12 @@ async def _open_reader(path: str) -> aiosqlite.Connection:
         await reader.close()
         raise
     return reader
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a task's outcome as seen (its awaiters report it; they may all be gone)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class DriverThread:
